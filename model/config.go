@@ -1,0 +1,139 @@
+package model
+
+import (
+	"fmt"
+)
+
+// Config is the architecture of a LLaMA-family decoder. Field meanings follow
+// Hugging Face's LlamaConfig; the json names are those of config.json.
+type Config struct {
+	Vocab         int     // vocab_size
+	Dim           int     // hidden_size
+	Layers        int     // num_hidden_layers
+	Heads         int     // num_attention_heads
+	KVHeads       int     // num_key_value_heads
+	HeadDim       int     // head_dim (Dim/Heads when zero)
+	MLPDim        int     // intermediate_size
+	RopeTheta     float64 // rope_theta
+	NormEps       float64 // rms_norm_eps
+	TieEmbeddings bool    // tie_word_embeddings
+	MaxPositions  int     // max_position_embeddings (informational)
+}
+
+// HeadDimension returns the per-head width: HeadDim, or Dim/Heads when unset.
+func (c Config) HeadDimension() int {
+	if c.HeadDim > 0 {
+		return c.HeadDim
+	}
+	if c.Heads == 0 {
+		return 0
+	}
+	return c.Dim / c.Heads
+}
+
+// Validate reports the first inconsistency in the architecture, naming the field.
+func (c Config) Validate() error {
+	switch {
+	case c.Vocab < 2:
+		return fmt.Errorf("model: vocab must be >= 2, got %d", c.Vocab)
+	case c.Dim < 1:
+		return fmt.Errorf("model: dim must be >= 1, got %d", c.Dim)
+	case c.Layers < 1:
+		return fmt.Errorf("model: layers must be >= 1, got %d", c.Layers)
+	case c.Heads < 1:
+		return fmt.Errorf("model: heads must be >= 1, got %d", c.Heads)
+	case c.KVHeads < 1:
+		return fmt.Errorf("model: kv_heads must be >= 1, got %d", c.KVHeads)
+	case c.Heads%c.KVHeads != 0:
+		return fmt.Errorf("model: kv_heads (%d) must divide heads (%d)", c.KVHeads, c.Heads)
+	case c.HeadDim == 0 && c.Dim%c.Heads != 0:
+		return fmt.Errorf("model: heads (%d) must divide dim (%d) when head_dim is unset", c.Heads, c.Dim)
+	case c.HeadDimension()%2 != 0:
+		return fmt.Errorf("model: head dimension must be even for rotary embedding, got %d", c.HeadDimension())
+	case c.MLPDim < 1:
+		return fmt.Errorf("model: mlp_dim must be >= 1, got %d", c.MLPDim)
+	case c.RopeTheta <= 0:
+		return fmt.Errorf("model: rope_theta must be > 0, got %g", c.RopeTheta)
+	case c.NormEps <= 0:
+		return fmt.Errorf("model: norm_eps must be > 0, got %g", c.NormEps)
+	}
+	return nil
+}
+
+// ParamNames lists every parameter by its Hugging Face name, in a fixed order
+// (embedding, layers in order, final norm, head).
+func (c Config) ParamNames() []string {
+	names := []string{"model.embed_tokens.weight"}
+	for i := range c.Layers {
+		for _, n := range layerParamSuffixes {
+			names = append(names, LayerParam(i, n))
+		}
+	}
+	names = append(names, "model.norm.weight")
+	if !c.TieEmbeddings {
+		names = append(names, "lm_head.weight")
+	}
+	return names
+}
+
+// Per-layer parameter suffixes, in the order the graph pieces take them.
+const (
+	InputNorm = "input_layernorm.weight"
+	QProj     = "self_attn.q_proj.weight"
+	KProj     = "self_attn.k_proj.weight"
+	VProj     = "self_attn.v_proj.weight"
+	OProj     = "self_attn.o_proj.weight"
+	PostNorm  = "post_attention_layernorm.weight"
+	GateProj  = "mlp.gate_proj.weight"
+	UpProj    = "mlp.up_proj.weight"
+	DownProj  = "mlp.down_proj.weight"
+)
+
+var layerParamSuffixes = []string{InputNorm, QProj, KProj, VProj, OProj, PostNorm, GateProj, UpProj, DownProj}
+
+// LayerParam is the Hugging Face name of a layer's parameter.
+func LayerParam(layer int, suffix string) string {
+	return fmt.Sprintf("model.layers.%d.%s", layer, suffix)
+}
+
+// ParamShape is the shape of a named parameter ([out, in] for projections).
+func (c Config) ParamShape(name string) ([]int, error) {
+	d, hd := c.Dim, c.HeadDimension()
+	switch name {
+	case "model.embed_tokens.weight", "lm_head.weight":
+		return []int{c.Vocab, d}, nil
+	case "model.norm.weight":
+		return []int{d}, nil
+	}
+	var layer int
+	var suffix string
+	if _, err := fmt.Sscanf(name, "model.layers.%d.", &layer); err != nil || layer < 0 || layer >= c.Layers {
+		return nil, fmt.Errorf("model: unknown parameter %q", name)
+	}
+	suffix = name[len(fmt.Sprintf("model.layers.%d.", layer)):]
+	switch suffix {
+	case InputNorm, PostNorm:
+		return []int{d}, nil
+	case QProj:
+		return []int{c.Heads * hd, d}, nil
+	case KProj, VProj:
+		return []int{c.KVHeads * hd, d}, nil
+	case OProj:
+		return []int{d, c.Heads * hd}, nil
+	case GateProj, UpProj:
+		return []int{c.MLPDim, d}, nil
+	case DownProj:
+		return []int{d, c.MLPDim}, nil
+	}
+	return nil, fmt.Errorf("model: unknown parameter %q", name)
+}
+
+// IsNorm reports whether a parameter is a norm weight (no weight decay by default).
+func IsNorm(name string) bool {
+	return hasSuffix(name, "layernorm.weight") || name == "model.norm.weight"
+}
+
+// IsEmbedding reports whether a parameter is the token embedding.
+func IsEmbedding(name string) bool { return name == "model.embed_tokens.weight" }
+
+func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }

@@ -1,0 +1,90 @@
+package recipe
+
+// Recipe is one training run, as written in YAML. Every field has a default
+// (see Default); unknown keys are errors. Field tags are the YAML keys.
+type Recipe struct {
+	Name     string         `yaml:"name"`
+	Seed     int64          `yaml:"seed"`
+	Backend  string         `yaml:"backend"` // auto | go
+	Model    ModelConfig    `yaml:"model"`
+	Data     DataConfig     `yaml:"data"`
+	Parallel ParallelConfig `yaml:"parallel"`
+	Memory   MemoryConfig   `yaml:"memory"`
+	Optim    OptimConfig    `yaml:"optim"`
+	Schedule ScheduleConfig `yaml:"schedule"`
+	Log      LogConfig      `yaml:"log"`
+}
+
+// ModelConfig is the architecture, or `from:` a Hugging Face folder.
+type ModelConfig struct {
+	From          string  `yaml:"from"`      // Hugging Face folder (config.json + model.safetensors); overrides the shape keys
+	Vocab         int     `yaml:"vocab"`     // vocabulary size
+	Dim           int     `yaml:"dim"`       // hidden size
+	Layers        int     `yaml:"layers"`    // decoder layers
+	Heads         int     `yaml:"heads"`     // query heads
+	KVHeads       int     `yaml:"kv_heads"`  // key/value heads (GQA); must divide heads
+	HeadDim       int     `yaml:"head_dim"`  // 0: dim/heads
+	MLPDim        int     `yaml:"mlp_dim"`   // SwiGLU inner width
+	RopeTheta     float64 `yaml:"rope_theta"`
+	NormEps       float64 `yaml:"norm_eps"`
+	TieEmbeddings bool    `yaml:"tie_embeddings"`
+	DType         string  `yaml:"dtype"`    // float32 | float64
+	InitStd       float64 `yaml:"init_std"` // standard deviation of the initial weights
+}
+
+// DataConfig is where tokens come from and how they are packed.
+type DataConfig struct {
+	Sources   []SourceConfig `yaml:"sources"`
+	Tokenizer string         `yaml:"tokenizer"` // byte
+	SeqLen    int            `yaml:"seq_len"`   // tokens per sequence
+	Shuffle   bool           `yaml:"shuffle"`   // shuffle documents each epoch (seeded by the recipe seed)
+}
+
+// SourceConfig is one data source.
+type SourceConfig struct {
+	Type    string   `yaml:"type"`    // text_dir | text_file | jsonl
+	Path    string   `yaml:"path"`    // $VARS are expanded; $GOROOT falls back to `go env GOROOT`
+	Include []string `yaml:"include"` // text_dir: file-name globs (default: all files)
+	DocPer  string   `yaml:"doc_per"` // text_dir: file | directory (the files of each directory concatenated)
+	Field   string   `yaml:"field"`   // jsonl: the text field (default "text")
+}
+
+// ParallelConfig is the worker layout. Only one worker is supported so far.
+type ParallelConfig struct {
+	Workers int `yaml:"workers"`
+}
+
+// MemoryConfig is how activations are kept and how attention is blocked.
+type MemoryConfig struct {
+	Recompute  string `yaml:"recompute"`    // layer: keep only layer inputs, recompute the inside in backward
+	Offload    string `yaml:"offload"`      // none
+	AttnBlockQ int    `yaml:"attn_block_q"` // query block length of blockwise attention
+	AttnBlockK int    `yaml:"attn_block_k"` // key block length of blockwise attention
+}
+
+// OptimConfig is AdamW with clipping.
+type OptimConfig struct {
+	LR              float64 `yaml:"lr"`
+	Beta1           float64 `yaml:"beta1"`
+	Beta2           float64 `yaml:"beta2"`
+	Eps             float64 `yaml:"eps"`
+	WeightDecay     float64 `yaml:"weight_decay"`
+	MaxGradNorm     float64 `yaml:"max_grad_norm"`    // 0: no clipping
+	DecayNorms      bool    `yaml:"decay_norms"`      // apply weight decay to norm weights too
+	DecayEmbeddings bool    `yaml:"decay_embeddings"` // apply weight decay to the embedding too
+}
+
+// ScheduleConfig is how long to train and how the learning rate moves.
+type ScheduleConfig struct {
+	Steps       int     `yaml:"steps"`
+	WarmupSteps int     `yaml:"warmup_steps"`
+	Decay       string  `yaml:"decay"`        // cosine | linear | constant
+	MinLRRatio  float64 `yaml:"min_lr_ratio"` // final lr as a fraction of optim.lr
+	GradAccum   int     `yaml:"grad_accum"`   // micro-batches (sequences) per optimizer step
+}
+
+// LogConfig is what training prints.
+type LogConfig struct {
+	Every    int    `yaml:"every"`    // print a line every N steps (the live line updates every step)
+	Progress string `yaml:"progress"` // auto | bar | plain | none
+}
