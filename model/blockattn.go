@@ -1,0 +1,215 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// Blockwise attention over host tensors: queries cut into blocks of BlockQ rows,
+// keys into blocks of BlockK rows, one AttnBlock execution per visible pair. No
+// [L, L] tensor exists anywhere. The key side may be this worker's own tokens or a
+// block visiting from another worker (ring attention folds each visitor in turn).
+
+// Tokens are the per-token metadata of a shard: position within its document and
+// document id (see data.Batch). Together they define the mask.
+type Tokens struct {
+	Pos, Doc []int32
+}
+
+// Slice returns tokens [start, end).
+func (t Tokens) Slice(start, end int) Tokens { return Tokens{t.Pos[start:end], t.Doc[start:end]} }
+
+// Len is the number of tokens.
+func (t Tokens) Len() int { return len(t.Pos) }
+
+// anyVisible reports whether some query of qt may attend to some key of kt: for a
+// document present in both, its earliest key position must not follow its latest
+// query position.
+func anyVisible(qt, kt Tokens) bool {
+	latest := map[int32]int32{}
+	for i, d := range qt.Doc {
+		if p, ok := latest[d]; !ok || qt.Pos[i] > p {
+			latest[d] = qt.Pos[i]
+		}
+	}
+	for j, d := range kt.Doc {
+		if p, ok := latest[d]; ok && kt.Pos[j] <= p {
+			return true
+		}
+	}
+	return false
+}
+
+// BlockAttention is the blockwise attention schedule of one worker.
+type BlockAttention struct {
+	P              *Pieces
+	BlockQ, BlockK int
+}
+
+type block struct {
+	start, end int
+	tok        Tokens
+	pos, doc   *tensors.Tensor
+}
+
+func cut(t Tokens, size int) []block {
+	var bs []block
+	for s := 0; s < t.Len(); s += size {
+		e := min(s+size, t.Len())
+		tk := t.Slice(s, e)
+		bs = append(bs, block{s, e, tk, Int32s(tk.Pos), Int32s(tk.Doc)})
+	}
+	return bs
+}
+
+// AttnForward is the running state of the attention of one shard of queries.
+type AttnForward struct {
+	b      *BlockAttention
+	q      *tensors.Tensor // [Lq, H, Dh]
+	qb     []block
+	qs     []*tensors.Tensor // q rows of each block
+	states []AttnState
+}
+
+// Begin starts the attention of queries q [Lq, H, Dh] with tokens qt.
+func (b *BlockAttention) Begin(q *tensors.Tensor, qt Tokens) (*AttnForward, error) {
+	if b.BlockQ < 1 || b.BlockK < 1 {
+		return nil, fmt.Errorf("model: attention block sizes must be >= 1, got %d x %d", b.BlockQ, b.BlockK)
+	}
+	c := b.P.Config()
+	g := c.Heads / c.KVHeads
+	f := &AttnForward{b: b, q: q, qb: cut(qt, b.BlockQ)}
+	for _, blk := range f.qb {
+		n := blk.end - blk.start
+		f.qs = append(f.qs, SliceRows(q, blk.start, blk.end))
+		f.states = append(f.states, AttnState{
+			M:   NewFull(q.DType(), maskFill, n, c.KVHeads, g),
+			L:   NewZeros(q.DType(), n, c.KVHeads, g),
+			Acc: NewZeros(q.DType(), n, c.KVHeads, g, c.HeadDimension()),
+		})
+	}
+	return f, nil
+}
+
+// Fold attends every query to the keys k, v [Lk, KH, Dh] with tokens kt.
+func (f *AttnForward) Fold(k, v *tensors.Tensor, kt Tokens) error {
+	for _, kb := range cut(kt, f.b.BlockK) {
+		kk, vv := SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)
+		for i, qb := range f.qb {
+			if !anyVisible(qb.tok, kb.tok) {
+				continue
+			}
+			s, err := f.b.P.AttnBlock(f.qs[i], kk, vv, qb.pos, kb.pos, qb.doc, kb.doc, f.states[i])
+			if err != nil {
+				return err
+			}
+			f.states[i] = s
+		}
+	}
+	return nil
+}
+
+// Finish returns o [Lq, H*Dh] and lse [Lq, KH, G].
+func (f *AttnForward) Finish() (o, lse *tensors.Tensor, err error) {
+	c := f.b.P.Config()
+	lq := f.q.Shape().Dimensions[0]
+	o = NewZeros(f.q.DType(), lq, c.Heads*c.HeadDimension())
+	lse = NewZeros(f.q.DType(), lq, c.KVHeads, c.Heads/c.KVHeads)
+	for i, qb := range f.qb {
+		ob, lb, err := f.b.P.AttnFinish(f.states[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		SetRows(o, qb.start, ob)
+		SetRows(lse, qb.start, lb)
+	}
+	return o, lse, nil
+}
+
+// Forward is the attention of a shard's queries to its own keys.
+func (b *BlockAttention) Forward(q, k, v *tensors.Tensor, t Tokens) (o, lse *tensors.Tensor, err error) {
+	f, err := b.Begin(q, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := f.Fold(k, v, t); err != nil {
+		return nil, nil, err
+	}
+	return f.Finish()
+}
+
+// AttnBackward holds what the backward of one shard of queries needs.
+type AttnBackward struct {
+	b        *BlockAttention
+	qb       []block
+	qs, dos  []*tensors.Tensor // per query block: q [Bq, H, Dh], do [Bq, H, Dh]
+	lse, dlt []*tensors.Tensor // per query block: lse, delta [Bq, KH, G]
+	DQ       *tensors.Tensor   // [Lq, H, Dh], accumulated by Grad
+}
+
+// BeginBackward prepares the backward of queries q with output o, its lse and upstream do [Lq, H*Dh].
+func (b *BlockAttention) BeginBackward(q *tensors.Tensor, qt Tokens, o, lse, do *tensors.Tensor) (*AttnBackward, error) {
+	c := b.P.Config()
+	hd := c.HeadDimension()
+	bw := &AttnBackward{b: b, qb: cut(qt, b.BlockQ), DQ: NewZeros(q.DType(), q.Shape().Dimensions...)}
+	for _, blk := range bw.qb {
+		dob := SliceRows(do, blk.start, blk.end)
+		delta, err := b.P.AttnDelta(dob, SliceRows(o, blk.start, blk.end))
+		if err != nil {
+			return nil, err
+		}
+		n := blk.end - blk.start
+		bw.qs = append(bw.qs, SliceRows(q, blk.start, blk.end))
+		bw.dos = append(bw.dos, ReshapeCopy(dob, n, c.Heads, hd))
+		bw.lse = append(bw.lse, SliceRows(lse, blk.start, blk.end))
+		bw.dlt = append(bw.dlt, delta)
+	}
+	return bw, nil
+}
+
+// Grad adds the contribution of keys (k, v, kt) to DQ and returns their dk, dv [Lk, KH, Dh].
+func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.Tensor, err error) {
+	dk = NewZeros(k.DType(), k.Shape().Dimensions...)
+	dv = NewZeros(v.DType(), v.Shape().Dimensions...)
+	for _, kb := range cut(kt, bw.b.BlockK) {
+		kk, vv := SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)
+		for i, qb := range bw.qb {
+			if !anyVisible(qb.tok, kb.tok) {
+				continue
+			}
+			dq, dkb, dvb, err := bw.b.P.AttnBlockGrad(bw.qs[i], kk, vv, qb.pos, kb.pos, qb.doc, kb.doc, bw.dos[i], bw.lse[i], bw.dlt[i])
+			if err != nil {
+				return nil, nil, err
+			}
+			AddRows(bw.DQ, qb.start, dq)
+			AddRows(dk, kb.start, dkb)
+			AddRows(dv, kb.start, dvb)
+		}
+	}
+	return dk, dv, nil
+}
+
+// Backward is the backward of a shard's attention to its own keys: dq, dk, dv.
+func (b *BlockAttention) Backward(q, k, v *tensors.Tensor, t Tokens, o, lse, do *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
+	bw, err := b.BeginBackward(q, t, o, lse, do)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dk, dv, err = bw.Grad(k, v, t)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return bw.DQ, dk, dv, nil
+}
+
+// ReshapeCopy copies t into a tensor of new dimensions (same size).
+func ReshapeCopy(t *tensors.Tensor, dims ...int) *tensors.Tensor {
+	out := NewZeros(t.DType(), dims...)
+	read2(out, t, func(d32, s32 []float32, d64, s64 []float64) {
+		copy(d32, s32)
+		copy(d64, s64)
+	})
+	return out
+}
+

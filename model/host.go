@@ -1,0 +1,205 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// Host-side tensor helpers used by the schedules between graph pieces: row slicing
+// and stitching, accumulation, embedding lookup. Tensors are row-major, so the
+// rows of axis 0 are contiguous and these are plain copies.
+
+type float interface{ float32 | float64 }
+
+// NewZeros makes a zero tensor.
+func NewZeros(dtype dtypes.DType, dims ...int) *tensors.Tensor {
+	return tensors.FromShape(shapes.Make(dtype, dims...))
+}
+
+// NewFull makes a tensor filled with v.
+func NewFull(dtype dtypes.DType, v float64, dims ...int) *tensors.Tensor {
+	t := NewZeros(dtype, dims...)
+	Fill(t, v)
+	return t
+}
+
+// Int32s makes an int32 tensor [len(v)].
+func Int32s(v []int32) *tensors.Tensor {
+	return tensors.FromFlatDataAndDimensions(append([]int32(nil), v...), len(v))
+}
+
+// NewScalar makes a scalar of the given dtype.
+func NewScalar(dtype dtypes.DType, v float64) *tensors.Tensor {
+	if dtype == dtypes.Float64 {
+		return tensors.FromScalar(v)
+	}
+	return tensors.FromScalar(float32(v))
+}
+
+// ScalarValue reads a float scalar tensor.
+func ScalarValue(t *tensors.Tensor) float64 { return ToFloat64(t)[0] }
+
+// rowSize is the number of scalars in one row of axis 0.
+func rowSize(t *tensors.Tensor) int {
+	d := t.Shape().Dimensions
+	n := 1
+	for _, x := range d[1:] {
+		n *= x
+	}
+	return n
+}
+
+// SliceRows copies rows [start, end) of axis 0 into a new tensor.
+func SliceRows(t *tensors.Tensor, start, end int) *tensors.Tensor {
+	dims := append([]int{end - start}, t.Shape().Dimensions[1:]...)
+	out := NewZeros(t.DType(), dims...)
+	rs := rowSize(t)
+	read2(out, t, func(dst32, src32 []float32, dst64, src64 []float64) {
+		if dst32 != nil {
+			copy(dst32, src32[start*rs:end*rs])
+		} else {
+			copy(dst64, src64[start*rs:end*rs])
+		}
+	})
+	return out
+}
+
+// SetRows copies src into rows [start, start+len) of dst.
+func SetRows(dst *tensors.Tensor, start int, src *tensors.Tensor) {
+	rs := rowSize(dst)
+	read2(dst, src, func(d32, s32 []float32, d64, s64 []float64) {
+		if d32 != nil {
+			copy(d32[start*rs:], s32)
+		} else {
+			copy(d64[start*rs:], s64)
+		}
+	})
+}
+
+// AddRows adds src into rows [start, start+len) of dst.
+func AddRows(dst *tensors.Tensor, start int, src *tensors.Tensor) {
+	rs := rowSize(dst)
+	read2(dst, src, func(d32, s32 []float32, d64, s64 []float64) {
+		if d32 != nil {
+			addInto(d32[start*rs:start*rs+len(s32)], s32)
+		} else {
+			addInto(d64[start*rs:start*rs+len(s64)], s64)
+		}
+	})
+}
+
+// AddInto: dst += src (same shape).
+func AddInto(dst, src *tensors.Tensor) {
+	if !dst.Shape().Equal(src.Shape()) {
+		panic(fmt.Sprintf("model: AddInto %s += %s", dst.Shape(), src.Shape()))
+	}
+	AddRows(dst, 0, src)
+}
+
+// Clone copies a tensor to a new host tensor.
+func Clone(t *tensors.Tensor) *tensors.Tensor {
+	return SliceRows(t, 0, t.Shape().Dimensions[0])
+}
+
+// Embed: the rows of table [V, D] picked by tokens -> [L, D].
+func Embed(table *tensors.Tensor, tokens []int32) *tensors.Tensor {
+	d := table.Shape().Dimensions[1]
+	out := NewZeros(table.DType(), len(tokens), d)
+	read2(out, table, func(o32, t32 []float32, o64, t64 []float64) {
+		for i, tok := range tokens {
+			if o32 != nil {
+				copy(o32[i*d:(i+1)*d], t32[int(tok)*d:])
+			} else {
+				copy(o64[i*d:(i+1)*d], t64[int(tok)*d:])
+			}
+		}
+	})
+	return out
+}
+
+// EmbedGrad adds the rows of dh [L, D] into grad [V, D] at the tokens' rows.
+func EmbedGrad(grad *tensors.Tensor, tokens []int32, dh *tensors.Tensor) {
+	d := grad.Shape().Dimensions[1]
+	read2(grad, dh, func(g32, h32 []float32, g64, h64 []float64) {
+		for i, tok := range tokens {
+			if g32 != nil {
+				addInto(g32[int(tok)*d:int(tok+1)*d], h32[i*d:(i+1)*d])
+			} else {
+				addInto(g64[int(tok)*d:int(tok+1)*d], h64[i*d:(i+1)*d])
+			}
+		}
+	})
+}
+
+// RopeTables: cos and sin [L, Dh] for the given positions, in the Hugging Face
+// layout (the Dh/2 frequencies repeated twice), computed in float64.
+func RopeTables(c Config, dtype dtypes.DType, pos []int32) (cos, sin *tensors.Tensor) {
+	hd := c.HeadDimension()
+	half := hd / 2
+	cv := make([]float64, len(pos)*hd)
+	sv := make([]float64, len(pos)*hd)
+	for i, p := range pos {
+		for j := range half {
+			invFreq := 1 / math.Pow(c.RopeTheta, float64(2*j)/float64(hd))
+			a := float64(p) * invFreq
+			c, s := math.Cos(a), math.Sin(a)
+			cv[i*hd+j], cv[i*hd+j+half] = c, c
+			sv[i*hd+j], sv[i*hd+j+half] = s, s
+		}
+	}
+	return FromFloat64(dtype, cv, len(pos), hd), FromFloat64(dtype, sv, len(pos), hd)
+}
+
+func addInto[T float](dst, src []T) {
+	for i, x := range src {
+		dst[i] += x
+	}
+}
+
+// mutate gives write access to a float tensor's data: exactly one of the slices is non-nil.
+func mutate(t *tensors.Tensor, fn func(f32 []float32, f64 []float64)) {
+	t.MustMutableFlatData(func(flat any) {
+		switch v := flat.(type) {
+		case []float32:
+			fn(v, nil)
+		case []float64:
+			fn(nil, v)
+		default:
+			panic(fmt.Sprintf("model: float tensor expected, got %s", t.DType()))
+		}
+	})
+}
+
+// read2 gives write access to dst and read access to src (same dtype).
+func read2(dst, src *tensors.Tensor, fn func(d32, s32 []float32, d64, s64 []float64)) {
+	if dst.DType() != src.DType() {
+		panic(fmt.Sprintf("model: dtype mismatch %s vs %s", dst.DType(), src.DType()))
+	}
+	src.MustConstFlatData(func(sflat any) {
+		mutate(dst, func(d32 []float32, d64 []float64) {
+			switch s := sflat.(type) {
+			case []float32:
+				fn(d32, s, nil, nil)
+			case []float64:
+				fn(nil, nil, d64, s)
+			}
+		})
+	})
+}
+
+
+// Fill sets every element of a float tensor to v, in place.
+func Fill(t *tensors.Tensor, v float64) {
+	mutate(t, func(f32 []float32, f64 []float64) {
+		for i := range f32 {
+			f32[i] = float32(v)
+		}
+		for i := range f64 {
+			f64[i] = v
+		}
+	})
+}

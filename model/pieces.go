@@ -1,0 +1,235 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// Pieces are the compiled graph pieces of the decoder: the per-layer forward pieces,
+// their vector-Jacobian products, the attention block kernels and the loss head. Each
+// is compiled once per input shape (and dtype) and cached; every layer shares them.
+// The Go code that calls them in order (the trainer) is the schedule.
+//
+// Pieces is safe for concurrent use: graph.Exec compiles and runs concurrently.
+type Pieces struct {
+	cfg Config
+
+	preAttn, preAttnVJP   *Exec
+	postAttn, postAttnVJP *Exec
+	headLoss, headVJP     *Exec
+	attnFwd, attnFinish   *Exec
+	attnBwd, attnDelta    *Exec
+}
+
+// LayerWeights are one layer's parameters, in the order the pieces take them.
+type LayerWeights struct {
+	InputNorm, Q, K, V, O, PostNorm, Gate, Up, Down *tensors.Tensor
+}
+
+// Layer returns layer i's weights.
+func (p *Params) Layer(i int) LayerWeights {
+	g := func(s string) *tensors.Tensor { return p.Get(LayerParam(i, s)) }
+	return LayerWeights{g(InputNorm), g(QProj), g(KProj), g(VProj), g(OProj), g(PostNorm), g(GateProj), g(UpProj), g(DownProj)}
+}
+
+// OutputWeight is the head's projection: lm_head, or the embedding when tied.
+func (p *Params) OutputWeight() *tensors.Tensor {
+	if p.Config.TieEmbeddings {
+		return p.Get("model.embed_tokens.weight")
+	}
+	return p.Get("lm_head.weight")
+}
+
+// NewPieces builds (lazily compiles) the pieces for a model configuration.
+func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg
+	p := &Pieces{cfg: cfg}
+	var err error
+	mk := func(name string, fn func([]*Node) []*Node) *Exec {
+		if err != nil {
+			return nil
+		}
+		var e *Exec
+		e, err = NewExec(backend, fn)
+		if err != nil {
+			err = fmt.Errorf("model: piece %s: %w", name, err)
+			return nil
+		}
+		return e.WithName(name).SetMaxCache(64)
+	}
+	// in: h, normW, wq, wk, wv, cos, sin
+	p.preAttn = mk("PreAttn", func(in []*Node) []*Node {
+		q, k, v := preAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])
+		return []*Node{q, k, v}
+	})
+	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv -> dh, dnormW, dwq, dwk, dwv
+	p.preAttnVJP = mk("PreAttnVJP", func(in []*Node) []*Node {
+		q, k, v := preAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])
+		return vjp([]*Node{q, k, v}, in[7:10], in[0:5])
+	})
+	// in: h, o, wo, normW, wg, wu, wd
+	p.postAttn = mk("PostAttn", func(in []*Node) []*Node {
+		return []*Node{postAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])}
+	})
+	// in: h, o, wo, normW, wg, wu, wd, dhNext -> dh, do, dwo, dnormW, dwg, dwu, dwd
+	p.postAttnVJP = mk("PostAttnVJP", func(in []*Node) []*Node {
+		y := postAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])
+		return vjp([]*Node{y}, in[7:8], in[0:7])
+	})
+	// in: h, normW, wout, targets, weight, scale -> loss
+	p.headLoss = mk("Head", func(in []*Node) []*Node {
+		return []*Node{headLoss(c, in[0], in[1], in[2], in[3], in[4], in[5])}
+	})
+	// in: h, normW, wout, targets, weight, scale -> loss, dh, dnormW, dwout
+	p.headVJP = mk("HeadVJP", func(in []*Node) []*Node {
+		loss := headLoss(c, in[0], in[1], in[2], in[3], in[4], in[5])
+		return append([]*Node{loss}, Gradient(loss, in[0:3]...)...)
+	})
+	// in: q, k, v, qpos, kpos, qdoc, kdoc, m, l, acc -> m, l, acc
+	p.attnFwd = mk("AttnBlock", func(in []*Node) []*Node {
+		m, l, acc := attnFwdBlock(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9])
+		return []*Node{m, l, acc}
+	})
+	// in: m, l, acc -> o, lse
+	p.attnFinish = mk("AttnFinish", func(in []*Node) []*Node {
+		o, lse := attnFinish(in[0], in[1], in[2])
+		return []*Node{o, lse}
+	})
+	// in: q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta -> dq, dk, dv
+	p.attnBwd = mk("AttnBlockGrad", func(in []*Node) []*Node {
+		dq, dk, dv := attnBwdBlock(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9])
+		return []*Node{dq, dk, dv}
+	})
+	// in: do, o -> delta
+	p.attnDelta = mk("AttnDelta", func(in []*Node) []*Node {
+		return []*Node{attnDelta(c, in[0], in[1])}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Config is the model configuration the pieces were built for.
+func (p *Pieces) Config() Config { return p.cfg }
+
+func run(e *Exec, want int, args ...any) ([]*tensors.Tensor, error) {
+	out, err := e.Exec(args...)
+	if err != nil {
+		return nil, fmt.Errorf("model: %s: %w", e.Name(), err)
+	}
+	if len(out) != want {
+		return nil, fmt.Errorf("model: %s: %d outputs, want %d", e.Name(), len(out), want)
+	}
+	return out, nil
+}
+
+// PreAttn: h [L, D], cos, sin [L, Dh] -> q [L, H, Dh], k, v [L, KH, Dh].
+func (p *Pieces) PreAttn(w LayerWeights, h, cos, sin *tensors.Tensor) (q, k, v *tensors.Tensor, err error) {
+	out, err := run(p.preAttn, 3, h, w.InputNorm, w.Q, w.K, w.V, cos, sin)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return out[0], out[1], out[2], nil
+}
+
+// PreAttnGrads are the gradients PreAttnVJP returns.
+type PreAttnGrads struct{ H, InputNorm, Q, K, V *tensors.Tensor }
+
+// PreAttnVJP recomputes PreAttn and pulls (dq, dk, dv) back to h and the weights.
+func (p *Pieces) PreAttnVJP(w LayerWeights, h, cos, sin, dq, dk, dv *tensors.Tensor) (PreAttnGrads, error) {
+	out, err := run(p.preAttnVJP, 5, h, w.InputNorm, w.Q, w.K, w.V, cos, sin, dq, dk, dv)
+	if err != nil {
+		return PreAttnGrads{}, err
+	}
+	return PreAttnGrads{out[0], out[1], out[2], out[3], out[4]}, nil
+}
+
+// PostAttn: h [L, D], o [L, H*Dh] -> next layer input [L, D].
+func (p *Pieces) PostAttn(w LayerWeights, h, o *tensors.Tensor) (*tensors.Tensor, error) {
+	out, err := run(p.postAttn, 1, h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// PostAttnGrads are the gradients PostAttnVJP returns.
+type PostAttnGrads struct{ H, O, OProj, PostNorm, Gate, Up, Down *tensors.Tensor }
+
+// PostAttnVJP recomputes PostAttn and pulls dhNext back to h, o and the weights.
+func (p *Pieces) PostAttnVJP(w LayerWeights, h, o, dhNext *tensors.Tensor) (PostAttnGrads, error) {
+	out, err := run(p.postAttnVJP, 7, h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down, dhNext)
+	if err != nil {
+		return PostAttnGrads{}, err
+	}
+	return PostAttnGrads{out[0], out[1], out[2], out[3], out[4], out[5], out[6]}, nil
+}
+
+// HeadLoss: final norm, output projection and weighted cross-entropy, times scale.
+// h [L, D], targets [L] int32, weight [L], scale [].
+func (p *Pieces) HeadLoss(normW, wout, h, targets, weight, scale *tensors.Tensor) (*tensors.Tensor, error) {
+	out, err := run(p.headLoss, 1, h, normW, wout, targets, weight, scale)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// HeadGrads are the loss and gradients HeadVJP returns.
+type HeadGrads struct{ Loss, H, Norm, Out *tensors.Tensor }
+
+// HeadVJP: the scaled loss and its gradients w.r.t. h, the final norm and the output weight.
+func (p *Pieces) HeadVJP(normW, wout, h, targets, weight, scale *tensors.Tensor) (HeadGrads, error) {
+	out, err := run(p.headVJP, 4, h, normW, wout, targets, weight, scale)
+	if err != nil {
+		return HeadGrads{}, err
+	}
+	return HeadGrads{out[0], out[1], out[2], out[3]}, nil
+}
+
+// AttnState is the running online-softmax state of one query block.
+type AttnState struct{ M, L, Acc *tensors.Tensor }
+
+// AttnBlock folds key block (k, v) into a query block's state.
+func (p *Pieces) AttnBlock(q, k, v, qpos, kpos, qdoc, kdoc *tensors.Tensor, s AttnState) (AttnState, error) {
+	out, err := run(p.attnFwd, 3, q, k, v, qpos, kpos, qdoc, kdoc, s.M, s.L, s.Acc)
+	if err != nil {
+		return AttnState{}, err
+	}
+	return AttnState{out[0], out[1], out[2]}, nil
+}
+
+// AttnFinish turns a query block's state into its output o [Bq, H*Dh] and lse [Bq, KH, G].
+func (p *Pieces) AttnFinish(s AttnState) (o, lse *tensors.Tensor, err error) {
+	out, err := run(p.attnFinish, 2, s.M, s.L, s.Acc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out[0], out[1], nil
+}
+
+// AttnDelta: rowsum(do * o) per head, for the backward of a query block.
+func (p *Pieces) AttnDelta(do, o *tensors.Tensor) (*tensors.Tensor, error) {
+	out, err := run(p.attnDelta, 1, do, o)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// AttnBlockGrad: one (query block, key block) pair's share of dq [Bq, H, Dh], dk, dv [Bk, KH, Dh].
+// do is [Bq, H, Dh].
+func (p *Pieces) AttnBlockGrad(q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
+	out, err := run(p.attnBwd, 3, q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return out[0], out[1], out[2], nil
+}

@@ -1,0 +1,205 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/model"
+)
+
+// Engine runs the forward and backward of one worker's shard, layer by layer, the
+// way DESIGN.md draws the step: only each layer's input is stored; in backward the
+// layer's inside (PreAttn, attention, PostAttn) is recomputed from it.
+type Engine struct {
+	Pieces *model.Pieces
+	Attn   *model.BlockAttention
+	Params *model.Params
+	Store  ActivationStore
+}
+
+// Grads are gradient accumulators, one per parameter, by name.
+type Grads map[string]*tensors.Tensor
+
+// NewGrads makes zero accumulators shaped like the parameters.
+func NewGrads(p *model.Params) Grads {
+	g := Grads{}
+	for name, t := range p.T {
+		g[name] = model.NewZeros(t.DType(), t.Shape().Dimensions...)
+	}
+	return g
+}
+
+// Zero resets every accumulator in place (reusing the memory: fresh pages are slow here).
+func (g Grads) Zero() {
+	for _, t := range g {
+		model.Fill(t, 0)
+	}
+}
+
+func (g Grads) add(name string, t *tensors.Tensor) { model.AddInto(g[name], t) }
+
+// batchTensors are a micro-batch's per-token inputs as tensors.
+type batchTensors struct {
+	tok      model.Tokens
+	cos, sin *tensors.Tensor
+	targets  *tensors.Tensor
+	weight   *tensors.Tensor
+}
+
+func (e *Engine) prepare(b data.Batch) (batchTensors, error) {
+	n := len(b.Tokens)
+	if n == 0 || len(b.Targets) != n || len(b.Pos) != n || len(b.Doc) != n || len(b.Weight) != n {
+		return batchTensors{}, fmt.Errorf("trainer: malformed batch: %d tokens, %d targets, %d positions, %d doc ids, %d weights",
+			n, len(b.Targets), len(b.Pos), len(b.Doc), len(b.Weight))
+	}
+	c, dt := e.Params.Config, e.Params.DType
+	for i, t := range b.Tokens {
+		if t < 0 || int(t) >= c.Vocab || b.Targets[i] < 0 || int(b.Targets[i]) >= c.Vocab {
+			return batchTensors{}, fmt.Errorf("trainer: token %d at %d outside the vocabulary [0, %d)", max(t, b.Targets[i]), i, c.Vocab)
+		}
+	}
+	cos, sin := model.RopeTables(c, dt, b.Pos)
+	w := make([]float64, n)
+	for i, x := range b.Weight {
+		w[i] = float64(x)
+	}
+	return batchTensors{
+		tok:     model.Tokens{Pos: b.Pos, Doc: b.Doc},
+		cos:     cos,
+		sin:     sin,
+		targets: model.Int32s(b.Targets),
+		weight:  model.FromFloat64(dt, w, n),
+	}, nil
+}
+
+// layerForward: h_l -> h_{l+1}.
+func (e *Engine) layerForward(l int, h *tensors.Tensor, bt batchTensors) (*tensors.Tensor, error) {
+	w := e.Params.Layer(l)
+	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
+	if err != nil {
+		return nil, err
+	}
+	o, _, err := e.Attn.Forward(q, k, v, bt.tok)
+	if err != nil {
+		return nil, err
+	}
+	return e.Pieces.PostAttn(w, h, o)
+}
+
+// ForwardBackward runs one micro-batch: the loss sum(weight*CE)*scale and, added
+// into grads, its gradient with respect to every parameter.
+func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float64, grads Grads) (float64, error) {
+	p := e.Params
+	c := p.Config
+	bt, err := e.prepare(b)
+	if err != nil {
+		return 0, err
+	}
+	h := model.Embed(p.Get(embedName), b.Tokens) // h0 [L, D]
+	for l := range c.Layers {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if err := e.Store.Put(l, h); err != nil {
+			return 0, fmt.Errorf("trainer: store layer %d input: %w", l, err)
+		}
+		if h, err = e.layerForward(l, h, bt); err != nil {
+			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
+		}
+	}
+	head, err := e.Pieces.HeadVJP(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, model.NewScalar(p.DType, scale))
+	if err != nil {
+		return 0, fmt.Errorf("trainer: head: %w", err)
+	}
+	grads.add(finalNormName, head.Norm)
+	grads.add(outputName(c), head.Out)
+	dh := head.H
+
+	for l := c.Layers - 1; l >= 0; l-- {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		h, err := e.Store.Get(l)
+		if err != nil {
+			return 0, fmt.Errorf("trainer: reload layer %d input: %w", l, err)
+		}
+		if dh, err = e.layerBackward(l, h, dh, bt, grads); err != nil {
+			return 0, fmt.Errorf("trainer: layer %d backward: %w", l, err)
+		}
+	}
+	model.EmbedGrad(grads[embedName], b.Tokens, dh)
+	return model.ScalarValue(head.Loss), nil
+}
+
+// layerBackward recomputes layer l from its input h and pulls dhNext back through
+// it, adding the weight gradients into grads; it returns dh.
+func (e *Engine) layerBackward(l int, h, dhNext *tensors.Tensor, bt batchTensors, grads Grads) (*tensors.Tensor, error) {
+	w := e.Params.Layer(l)
+	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
+	if err != nil {
+		return nil, err
+	}
+	o, lse, err := e.Attn.Forward(q, k, v, bt.tok)
+	if err != nil {
+		return nil, err
+	}
+	post, err := e.Pieces.PostAttnVJP(w, h, o, dhNext)
+	if err != nil {
+		return nil, err
+	}
+	dq, dk, dv, err := e.Attn.Backward(q, k, v, bt.tok, o, lse, post.O)
+	if err != nil {
+		return nil, err
+	}
+	pre, err := e.Pieces.PreAttnVJP(w, h, bt.cos, bt.sin, dq, dk, dv)
+	if err != nil {
+		return nil, err
+	}
+	for suffix, g := range map[string]*tensors.Tensor{
+		model.OProj: post.OProj, model.PostNorm: post.PostNorm, model.GateProj: post.Gate,
+		model.UpProj: post.Up, model.DownProj: post.Down, model.InputNorm: pre.InputNorm,
+		model.QProj: pre.Q, model.KProj: pre.K, model.VProj: pre.V,
+	} {
+		grads.add(model.LayerParam(l, suffix), g)
+	}
+	model.AddInto(post.H, pre.H) // the residual path and the attention path
+	return post.H, nil
+}
+
+// Loss is the forward alone: sum(weight*CE)*scale.
+func (e *Engine) Loss(ctx context.Context, b data.Batch, scale float64) (float64, error) {
+	p := e.Params
+	bt, err := e.prepare(b)
+	if err != nil {
+		return 0, err
+	}
+	h := model.Embed(p.Get(embedName), b.Tokens)
+	for l := range p.Config.Layers {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if h, err = e.layerForward(l, h, bt); err != nil {
+			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
+		}
+	}
+	loss, err := e.Pieces.HeadLoss(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, model.NewScalar(p.DType, scale))
+	if err != nil {
+		return 0, fmt.Errorf("trainer: head: %w", err)
+	}
+	return model.ScalarValue(loss), nil
+}
+
+const (
+	embedName     = "model.embed_tokens.weight"
+	finalNormName = "model.norm.weight"
+)
+
+func outputName(c model.Config) string {
+	if c.TieEmbeddings {
+		return embedName
+	}
+	return "lm_head.weight"
+}
