@@ -212,4 +212,3 @@ func ReshapeCopy(t *tensors.Tensor, dims ...int) *tensors.Tensor {
 	})
 	return out
 }
-

@@ -191,7 +191,6 @@ func read2(dst, src *tensors.Tensor, fn func(d32, s32 []float32, d64, s64 []floa
 	})
 }
 
-
 // Fill sets every element of a float tensor to v, in place.
 func Fill(t *tensors.Tensor, v float64) {
 	mutate(t, func(f32 []float32, f64 []float64) {

@@ -55,10 +55,10 @@ func postAttn(c Config, h, o, wo, normW, wg, wu, wd *Node) *Node {
 // headLoss: h [L, D], targets [L] int32, weight [L], scale [] -> sum(weight * crossentropy) * scale.
 func headLoss(c Config, h, normW, wout, targets, weight, scale *Node) *Node {
 	x := rmsNorm(h, normW, c.NormEps)
-	logp := LogSoftmax(linear(x, wout), -1)             // [L, V]
-	onehot := OneHot(targets, c.Vocab, logp.DType())    // [L, V]
-	nll := Neg(ReduceSum(Mul(logp, onehot), -1))        // [L]
-	return Mul(ReduceAllSum(Mul(nll, weight)), scale)   // []
+	logp := LogSoftmax(linear(x, wout), -1)           // [L, V]
+	onehot := OneHot(targets, c.Vocab, logp.DType())  // [L, V]
+	nll := Neg(ReduceSum(Mul(logp, onehot), -1))      // [L]
+	return Mul(ReduceAllSum(Mul(nll, weight)), scale) // []
 }
 
 // vjp builds the vector-Jacobian product of outputs w.r.t. wrt: given upstream

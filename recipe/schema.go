@@ -13,18 +13,23 @@ type Recipe struct {
 	Optim    OptimConfig    `yaml:"optim"`
 	Schedule ScheduleConfig `yaml:"schedule"`
 	Log      LogConfig      `yaml:"log"`
+
+	// origins says where each dotted key got its value: a file line or a
+	// --set. Parse fills it; it is nil for a Recipe built in code, and it
+	// is not updated when fields are changed in code after Parse.
+	origins map[string]origin `yaml:"-"`
 }
 
 // ModelConfig is the architecture, or `from:` a Hugging Face folder.
 type ModelConfig struct {
-	From          string  `yaml:"from"`      // Hugging Face folder (config.json + model.safetensors); overrides the shape keys
-	Vocab         int     `yaml:"vocab"`     // vocabulary size
-	Dim           int     `yaml:"dim"`       // hidden size
-	Layers        int     `yaml:"layers"`    // decoder layers
-	Heads         int     `yaml:"heads"`     // query heads
-	KVHeads       int     `yaml:"kv_heads"`  // key/value heads (GQA); must divide heads
-	HeadDim       int     `yaml:"head_dim"`  // 0: dim/heads
-	MLPDim        int     `yaml:"mlp_dim"`   // SwiGLU inner width
+	From          string  `yaml:"from"`     // Hugging Face folder (config.json + model.safetensors); overrides the shape keys
+	Vocab         int     `yaml:"vocab"`    // vocabulary size
+	Dim           int     `yaml:"dim"`      // hidden size
+	Layers        int     `yaml:"layers"`   // decoder layers
+	Heads         int     `yaml:"heads"`    // query heads
+	KVHeads       int     `yaml:"kv_heads"` // key/value heads (GQA); must divide heads
+	HeadDim       int     `yaml:"head_dim"` // 0: dim/heads
+	MLPDim        int     `yaml:"mlp_dim"`  // SwiGLU inner width
 	RopeTheta     float64 `yaml:"rope_theta"`
 	NormEps       float64 `yaml:"norm_eps"`
 	TieEmbeddings bool    `yaml:"tie_embeddings"`
