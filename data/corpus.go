@@ -1,0 +1,146 @@
+package data
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// SourceConfig is one data source; the fields are those of the recipe's
+// data.sources entries.
+type SourceConfig struct {
+	Type    string   // text_file | text_dir | jsonl
+	Path    string   // $VAR and ${VAR} are expanded; $GOROOT falls back to `go env GOROOT`
+	Include []string // text_dir: globs on the file's base name (filepath.Match); empty: all files
+	DocPer  string   // text_dir: file (default) | directory (a directory's files, concatenated)
+	Field   string   // jsonl: the string field holding the text (default "text")
+}
+
+// docKind is how a document's text is read.
+type docKind uint8
+
+const (
+	kindFile docKind = iota // the whole file at path
+	kindDir                 // files, joined by newlines
+	kindLine                // the JSON line at [off, off+size) of path, field field
+)
+
+// DocRef names one document of a Corpus and says where its text is; the text
+// itself is read only by Corpus.Read (or a Loader).
+type DocRef struct {
+	Source int    // index of its source in the slice given to OpenCorpus
+	Name   string // file path, directory path ending in "/", or "file.jsonl:17"
+
+	kind  docKind
+	path  string   // the file, the directory, or the JSONL file
+	files []string // kindDir: the directory's matching files, sorted
+	off   int64    // kindLine: byte offset of the line
+	size  int      // kindLine: byte length of the line, without its newline
+	line  int      // kindLine: 1-based line number
+	field string   // kindLine: the text field
+}
+
+// Corpus is all documents of all sources in a fixed order: the sources in the
+// order given, and within a source its documents sorted by path (JSONL: by
+// line). It holds only names and offsets. A Corpus is safe for concurrent use.
+type Corpus struct {
+	docs []DocRef
+}
+
+// OpenCorpus lists the documents of srcs and checks each source up front:
+// missing paths, unknown types, empty files, text_dir sources with no matching
+// file, and JSONL lines without a non-empty string field are errors that name
+// the path (and line). It reads JSONL files once to index their lines; it does
+// not read other files.
+func OpenCorpus(srcs []SourceConfig) (*Corpus, error) {
+	c := &Corpus{}
+	for i, s := range srcs {
+		docs, err := openSource(s)
+		if err != nil {
+			return nil, fmt.Errorf("data: source %d (%s): %w", i, s.Type, err)
+		}
+		for j := range docs {
+			docs[j].Source = i
+		}
+		c.docs = append(c.docs, docs...)
+	}
+	if len(c.docs) == 0 {
+		return nil, errors.New("data: corpus has no documents: no sources given")
+	}
+	return c, nil
+}
+
+// openSource lists the documents of one source. Its errors name the path.
+func openSource(s SourceConfig) ([]DocRef, error) {
+	path, err := expandPath(s.Path)
+	if err != nil {
+		return nil, err
+	}
+	switch s.Type {
+	case "text_file":
+		return listTextFile(path)
+	case "text_dir":
+		return listTextDir(path, s.Include, s.DocPer)
+	case "jsonl":
+		return listJSONL(path, s.Field)
+	}
+	return nil, fmt.Errorf("%s: unknown source type %q (want text_file, text_dir or jsonl)", path, s.Type)
+}
+
+// listTextFile makes the file at path one document.
+func listTextFile(path string) ([]DocRef, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, err
+	case fi.IsDir():
+		return nil, fmt.Errorf("%s: is a directory (text_file wants a file; use text_dir)", path)
+	case fi.Size() == 0:
+		return nil, fmt.Errorf("%s: empty file", path)
+	}
+	return []DocRef{{Name: path, kind: kindFile, path: path}}, nil
+}
+
+// Len is the number of documents.
+func (c *Corpus) Len() int { return len(c.docs) }
+
+// Doc returns the i-th document's reference; i must be in [0, Len()).
+func (c *Corpus) Doc(i int) DocRef { return c.docs[i] }
+
+// Read returns the text of the i-th document.
+func (c *Corpus) Read(i int) ([]byte, error) {
+	if i < 0 || i >= len(c.docs) {
+		return nil, fmt.Errorf("data: read document %d: out of range [0, %d)", i, len(c.docs))
+	}
+	text, err := c.docs[i].read()
+	if err != nil {
+		return nil, fmt.Errorf("data: read document %d: %w", i, err)
+	}
+	return text, nil
+}
+
+// read returns the document's text. Its errors name the path (and line).
+func (d *DocRef) read() ([]byte, error) {
+	switch d.kind {
+	case kindDir:
+		return readFiles(d.files)
+	case kindLine:
+		return readLine(d)
+	}
+	return os.ReadFile(d.path)
+}
+
+// Split divides the corpus for evaluation: every holdoutEvery-th document by
+// index (the n-th, 2n-th, ...) goes to held, the rest to train, both in corpus
+// order. With holdoutEvery <= 0 nothing is held out and held is empty (Len 0).
+func (c *Corpus) Split(holdoutEvery int) (train, held *Corpus) {
+	train, held = &Corpus{}, &Corpus{}
+	for i, d := range c.docs {
+		if holdoutEvery > 0 && (i+1)%holdoutEvery == 0 {
+			held.docs = append(held.docs, d)
+		} else {
+			train.docs = append(train.docs, d)
+		}
+	}
+	return train, held
+}

@@ -1,0 +1,48 @@
+// Package data turns text sources into packed, fixed-length training
+// sequences for a decoder language model.
+//
+// It has three parts, one per file group:
+//
+//   - Tokenizer (tokenizer.go): text to token ids and back. "byte" is the
+//     only tokenizer so far: vocabulary 256, id = byte value.
+//   - Corpus (corpus.go, textdir.go, jsonl.go, expand.go): the documents of
+//     all sources, listed up front in a fixed order (paths and byte offsets
+//     only) and read one at a time, so a 200 MB source tree is never held in
+//     memory. Source types: text_file, text_dir and jsonl.
+//   - Loader (loader.go, batch.go): packs the token stream of the documents,
+//     in a per-epoch shuffled order, into sequences of SeqLen tokens with
+//     per-token positions, document ids and loss weights. Its Cursor is a
+//     small JSON value that a checkpoint stores; Seek resumes from it exactly.
+//
+// Packing, for SeqLen L = 4 and documents "abc", "defgh", "ij" in that order:
+//
+//	stream   a b c d e f g h i j a b c ...   (documents back to back, epoch after epoch)
+//	seq 0    Tokens a b c d   Targets b c d e   Doc 0 0 0 1   Pos 0 1 2 0   Weight 1 1 0 1
+//	seq 1    Tokens e f g h   Targets f g h i   Doc 0 0 0 0   Pos 0 1 2 3   Weight 1 1 1 0
+//	seq 2    Tokens i j a b   Targets j a b c   Doc 0 0 1 1   Pos 0 1 0 1   Weight 1 0 1 1
+//
+// Each sequence consumes L tokens and peeks one more for the last target.
+// A document cut at the end of a sequence continues in the next one as a new
+// segment whose positions restart at 0. A target is weighted 1 only when it is
+// the next token of the same document.
+//
+// Example:
+//
+//	corpus, err := data.OpenCorpus([]data.SourceConfig{{
+//		Type: "text_dir", Path: "$GOROOT/src",
+//		Include: []string{"*.go"}, DocPer: "directory",
+//	}})
+//	if err != nil {
+//		return err
+//	}
+//	train, held := corpus.Split(50) // every 50th document is held out
+//	tok, _ := data.NewTokenizer("byte")
+//	loader, err := data.NewLoader(train, tok, data.LoaderConfig{SeqLen: 256, Shuffle: true, Seed: 1})
+//	if err != nil {
+//		return err
+//	}
+//	b, err := loader.Next() // b.Tokens, b.Targets, b.Pos, b.Doc, b.Weight: [256]
+//	state := loader.Cursor() // store with the checkpoint; loader.Seek(state) continues from here
+//
+// Corpus and Tokenizer values are safe for concurrent use; a Loader is not.
+package data

@@ -1,0 +1,60 @@
+package data
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// Tokenizer maps text to token ids and back. Implementations must be safe for
+// concurrent use.
+type Tokenizer interface {
+	// Encode returns the token ids of text.
+	Encode(text []byte) []int32
+	// Decode returns the text of ids. Ids outside [0, VocabSize()) decode to
+	// the Unicode replacement character.
+	Decode(ids []int32) []byte
+	// VocabSize is the number of distinct ids: every id is in [0, VocabSize()).
+	VocabSize() int
+	// Name is the name NewTokenizer knows it by.
+	Name() string
+}
+
+// NewTokenizer returns the tokenizer with the given name: "byte".
+func NewTokenizer(name string) (Tokenizer, error) {
+	switch name {
+	case "byte":
+		return ByteTokenizer{}, nil
+	}
+	return nil, fmt.Errorf("data: unknown tokenizer %q (known: byte)", name)
+}
+
+// ByteTokenizer is the identity on bytes: vocabulary 256, id = byte value.
+type ByteTokenizer struct{}
+
+// Encode returns one id per byte of text.
+func (ByteTokenizer) Encode(text []byte) []int32 {
+	ids := make([]int32, len(text))
+	for i, c := range text {
+		ids[i] = int32(c)
+	}
+	return ids
+}
+
+// Decode returns one byte per id; an id outside [0, 256) becomes U+FFFD.
+func (ByteTokenizer) Decode(ids []int32) []byte {
+	text := make([]byte, 0, len(ids))
+	for _, id := range ids {
+		if id < 0 || id > 255 {
+			text = utf8.AppendRune(text, utf8.RuneError)
+			continue
+		}
+		text = append(text, byte(id))
+	}
+	return text
+}
+
+// VocabSize is 256.
+func (ByteTokenizer) VocabSize() int { return 256 }
+
+// Name is "byte".
+func (ByteTokenizer) Name() string { return "byte" }

@@ -1,0 +1,71 @@
+package recipe
+
+// Default is the recipe every file is decoded over: each key a recipe leaves
+// out takes the value here. It has no data sources, so it does not validate
+// on its own; per-source defaults are filled by fillSourceDefaults.
+func Default() Recipe {
+	return Recipe{
+		Name:    "run",
+		Seed:    1,
+		Backend: "auto",
+		Model: ModelConfig{
+			Vocab:     256, // the byte tokenizer
+			Dim:       256,
+			Layers:    4,
+			Heads:     8,
+			KVHeads:   4,
+			HeadDim:   0, // dim/heads
+			MLPDim:    688,
+			RopeTheta: 10000,
+			NormEps:   1e-5,
+			DType:     "float32",
+			InitStd:   0.02,
+		},
+		Data: DataConfig{
+			Tokenizer: "byte",
+			SeqLen:    1024,
+			Shuffle:   true,
+		},
+		Parallel: ParallelConfig{Workers: 1},
+		Memory: MemoryConfig{
+			Recompute:  "layer",
+			Offload:    "none",
+			AttnBlockQ: 256,
+			AttnBlockK: 256,
+		},
+		Optim: OptimConfig{
+			LR:          3e-4,
+			Beta1:       0.9,
+			Beta2:       0.95,
+			Eps:         1e-8,
+			WeightDecay: 0.1,
+			MaxGradNorm: 1.0,
+		},
+		Schedule: ScheduleConfig{
+			Steps:       1000,
+			WarmupSteps: 100,
+			Decay:       "cosine",
+			MinLRRatio:  0.1,
+			GradAccum:   1,
+		},
+		Log: LogConfig{Every: 10, Progress: "auto"},
+	}
+}
+
+// fillSourceDefaults gives each source the defaults of its type. It runs
+// after the file and every --set, so a source's type is final by then.
+func fillSourceDefaults(r *Recipe) {
+	for i := range r.Data.Sources {
+		s := &r.Data.Sources[i]
+		switch s.Type {
+		case "jsonl":
+			if s.Field == "" {
+				s.Field = "text"
+			}
+		case "text_dir":
+			if s.DocPer == "" {
+				s.DocPer = "file"
+			}
+		}
+	}
+}

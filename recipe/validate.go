@@ -1,0 +1,185 @@
+package recipe
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Validate checks every rule and reports every problem at once, as
+// Problems, one per line. On a parsed recipe each problem says where its
+// value came from (file line, --set, or "(default)").
+func (r Recipe) Validate() error {
+	c := &checker{r: r}
+
+	if r.Name == "" {
+		c.add("name", "must not be empty")
+	}
+	c.oneOf("backend", r.Backend, "auto", "go")
+
+	m := r.Model
+	if m.From == "" { // with from, the shape comes from the folder's config.json
+		c.atLeast("model.vocab", m.Vocab, 2)
+		c.atLeast("model.dim", m.Dim, 1)
+		c.atLeast("model.layers", m.Layers, 1)
+		c.atLeast("model.heads", m.Heads, 1)
+		c.atLeast("model.kv_heads", m.KVHeads, 1)
+		if m.Heads >= 1 && m.KVHeads >= 1 && m.Heads%m.KVHeads != 0 {
+			c.addFirst([]string{"model.kv_heads", "model.heads"},
+				"kv_heads (%d) must divide heads (%d)", m.KVHeads, m.Heads)
+		}
+		switch {
+		case m.HeadDim < 0 || m.HeadDim%2 != 0:
+			// RoPE rotates dimensions in pairs.
+			c.add("model.head_dim", "must be 0 (dim/heads) or a positive even number, got %d", m.HeadDim)
+		case m.HeadDim == 0 && m.Dim >= 1 && m.Heads >= 1:
+			if m.Dim%m.Heads != 0 {
+				c.addFirst([]string{"model.dim", "model.heads"},
+					"dim (%d) must be divisible by heads (%d) when head_dim is 0", m.Dim, m.Heads)
+			} else if (m.Dim/m.Heads)%2 != 0 {
+				c.addFirst([]string{"model.dim", "model.heads"},
+					"dim/heads (%d/%d = %d) must be even for RoPE when head_dim is 0", m.Dim, m.Heads, m.Dim/m.Heads)
+			}
+		}
+		c.atLeast("model.mlp_dim", m.MLPDim, 1)
+		c.positive("model.rope_theta", m.RopeTheta)
+		c.positive("model.norm_eps", m.NormEps)
+	}
+	c.oneOf("model.dtype", m.DType, "float32", "float64")
+	c.positive("model.init_std", m.InitStd)
+
+	d := r.Data
+	if len(d.Sources) == 0 {
+		c.add("data.sources", "at least one source is needed, e.g. [{type: text_dir, path: ./corpus}]")
+	}
+	for i, s := range d.Sources {
+		key := "data.sources." + strconv.Itoa(i)
+		c.oneOf(key+".type", s.Type, "text_dir", "text_file", "jsonl")
+		if s.Path == "" {
+			c.add(key+".path", "must not be empty")
+		}
+		if s.Type == "text_dir" || s.DocPer != "" {
+			c.oneOf(key+".doc_per", s.DocPer, "file", "directory")
+		}
+		if s.Type == "jsonl" && s.Field == "" {
+			c.add(key+".field", "must name the text field of a jsonl source")
+		}
+		for j, g := range s.Include {
+			if _, err := filepath.Match(g, ""); err != nil {
+				c.add(key+".include."+strconv.Itoa(j), "bad glob %q: %v", g, err)
+			}
+		}
+	}
+	c.oneOf("data.tokenizer", d.Tokenizer, "byte")
+	c.atLeast("data.seq_len", d.SeqLen, 2) // one input and one target token
+
+	if r.Parallel.Workers != 1 {
+		c.add("parallel.workers", "only 1 worker is supported so far, got %d", r.Parallel.Workers)
+	}
+
+	c.oneOf("memory.recompute", r.Memory.Recompute, "layer")
+	c.oneOf("memory.offload", r.Memory.Offload, "none")
+	c.atLeast("memory.attn_block_q", r.Memory.AttnBlockQ, 1)
+	c.atLeast("memory.attn_block_k", r.Memory.AttnBlockK, 1)
+
+	o := r.Optim
+	c.positive("optim.lr", o.LR)
+	c.inUnit("optim.beta1", o.Beta1)
+	c.inUnit("optim.beta2", o.Beta2)
+	c.positive("optim.eps", o.Eps)
+	c.nonNegative("optim.weight_decay", o.WeightDecay)
+	c.nonNegative("optim.max_grad_norm", o.MaxGradNorm)
+
+	s := r.Schedule
+	c.atLeast("schedule.steps", s.Steps, 1)
+	if s.WarmupSteps < 0 || s.WarmupSteps > max(s.Steps, 0) {
+		c.add("schedule.warmup_steps", "must be in [0, schedule.steps = %d], got %d", s.Steps, s.WarmupSteps)
+	}
+	c.oneOf("schedule.decay", s.Decay, "cosine", "linear", "constant")
+	if !(s.MinLRRatio >= 0 && s.MinLRRatio <= 1) {
+		c.add("schedule.min_lr_ratio", "must be in [0, 1], got %v", s.MinLRRatio)
+	}
+	c.atLeast("schedule.grad_accum", s.GradAccum, 1)
+
+	c.atLeast("log.every", r.Log.Every, 1)
+	c.oneOf("log.progress", r.Log.Progress, "auto", "bar", "plain", "none")
+
+	return c.probs.err()
+}
+
+// checker collects the problems of one Validate.
+type checker struct {
+	r     Recipe
+	probs Problems
+}
+
+func (c *checker) add(key, format string, args ...any) {
+	c.probs = append(c.probs, Problem{Where: c.r.where(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// addFirst reports a problem that involves several keys under the first of
+// them that the recipe set (so it points at a line), else under the first.
+func (c *checker) addFirst(keys []string, format string, args ...any) {
+	for _, k := range keys {
+		if _, ok := c.r.origins[k]; ok {
+			c.add(k, format, args...)
+			return
+		}
+	}
+	c.add(keys[0], format, args...)
+}
+
+func (c *checker) oneOf(key, got string, allowed ...string) {
+	for _, a := range allowed {
+		if got == a {
+			return
+		}
+	}
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = strconv.Quote(a)
+	}
+	if len(allowed) == 1 {
+		c.add(key, "must be %s (the only one supported so far), got %q", quoted[0], got)
+		return
+	}
+	c.add(key, "must be one of %s, got %q", strings.Join(quoted, ", "), got)
+}
+
+func (c *checker) atLeast(key string, got, least int) {
+	if got < least {
+		c.add(key, "must be >= %d, got %d", least, got)
+	}
+}
+
+// The float checks are written so that NaN fails them, and they reject
+// infinities first.
+
+func (c *checker) finite(key string, got float64) bool {
+	if math.IsInf(got, 0) || math.IsNaN(got) {
+		c.add(key, "must be a finite number, got %v", got)
+		return false
+	}
+	return true
+}
+
+func (c *checker) positive(key string, got float64) {
+	if c.finite(key, got) && !(got > 0) {
+		c.add(key, "must be > 0, got %v", got)
+	}
+}
+
+func (c *checker) nonNegative(key string, got float64) {
+	if c.finite(key, got) && !(got >= 0) {
+		c.add(key, "must be >= 0, got %v", got)
+	}
+}
+
+// inUnit checks 0 <= got < 1, as for Adam's betas.
+func (c *checker) inUnit(key string, got float64) {
+	if !(got >= 0 && got < 1) {
+		c.add(key, "must be in [0, 1), got %v", got)
+	}
+}

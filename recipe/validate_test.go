@@ -1,0 +1,152 @@
+package recipe_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/torusml/torus/recipe"
+)
+
+// TestValidate checks each rule: every case is base plus a body (from line
+// 5) or --set overrides, and must fail with exactly the one line want.
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		sets []string
+		want string
+	}{
+		{"empty name", "name: \"\"\n", nil, `recipe.yaml:5: name: must not be empty`},
+		{"backend", "backend: cuda\n", nil, `recipe.yaml:5: backend: must be one of "auto", "go", got "cuda"`},
+		{"vocab", "model:\n  vocab: 1\n", nil, `recipe.yaml:6: model.vocab: must be >= 2, got 1`},
+		{"dim", "", []string{"model.dim=0"}, `--set model.dim=0: must be >= 1, got 0`},
+		{"layers", "model: {layers: 0}\n", nil, `recipe.yaml:5: model.layers: must be >= 1, got 0`},
+		{"heads", "model: {heads: 0}\n", nil, `recipe.yaml:5: model.heads: must be >= 1, got 0`},
+		{"kv_heads", "model: {kv_heads: 0}\n", nil, `recipe.yaml:5: model.kv_heads: must be >= 1, got 0`},
+		{"kv_heads does not divide heads", "model:\n  heads: 8\n  kv_heads: 3\n", nil,
+			`recipe.yaml:7: model.kv_heads: kv_heads (3) must divide heads (8)`},
+		{"heads not divisible by default kv_heads", "model:\n  heads: 6\n  dim: 384\n", nil,
+			`recipe.yaml:6: model.heads: kv_heads (4) must divide heads (6)`},
+		{"odd head_dim", "model: {head_dim: 63}\n", nil,
+			`recipe.yaml:5: model.head_dim: must be 0 (dim/heads) or a positive even number, got 63`},
+		{"negative head_dim", "model: {head_dim: -2}\n", nil,
+			`recipe.yaml:5: model.head_dim: must be 0 (dim/heads) or a positive even number, got -2`},
+		{"dim not divisible by heads", "model: {dim: 260}\n", nil,
+			`recipe.yaml:5: model.dim: dim (260) must be divisible by heads (8) when head_dim is 0`},
+		{"odd dim/heads", "model: {dim: 24}\n", nil,
+			`recipe.yaml:5: model.dim: dim/heads (24/8 = 3) must be even for RoPE when head_dim is 0`},
+		{"mlp_dim", "model: {mlp_dim: 0}\n", nil, `recipe.yaml:5: model.mlp_dim: must be >= 1, got 0`},
+		{"rope_theta", "model: {rope_theta: 0}\n", nil, `recipe.yaml:5: model.rope_theta: must be > 0, got 0`},
+		{"norm_eps", "model: {norm_eps: -1e-6}\n", nil, `recipe.yaml:5: model.norm_eps: must be > 0, got -1e-06`},
+		{"dtype", "model: {dtype: bfloat16}\n", nil,
+			`recipe.yaml:5: model.dtype: must be one of "float32", "float64", got "bfloat16"`},
+		{"init_std", "model: {init_std: 0}\n", nil, `recipe.yaml:5: model.init_std: must be > 0, got 0`},
+		{"init_std checked with from", "model: {from: /m, init_std: -1}\n", nil,
+			`recipe.yaml:5: model.init_std: must be > 0, got -1`},
+		{"source type", "", []string{"data.sources.0.type=parquet"},
+			`--set data.sources.0.type=parquet: must be one of "text_dir", "text_file", "jsonl", got "parquet"`},
+		{"source path", "", []string{"data.sources.0.path="}, `--set data.sources.0.path=: must not be empty`},
+		{"source doc_per", "", []string{"data.sources.0.doc_per=line"},
+			`--set data.sources.0.doc_per=line: must be one of "file", "directory", got "line"`},
+		{"source include glob", "", []string{"data.sources.0.include=['[a-']"},
+			`--set data.sources.0.include=['[a-']: data.sources.0.include.0: bad glob "[a-": syntax error in pattern`},
+		{"source without type", "", []string{"data.sources.1.path=/x"},
+			`--set data.sources.1.path=/x: data.sources.1.type: must be one of "text_dir", "text_file", "jsonl", got ""`},
+		{"tokenizer", "", []string{"data.tokenizer=bpe"},
+			`--set data.tokenizer=bpe: must be "byte" (the only one supported so far), got "bpe"`},
+		{"seq_len 1", "", []string{"data.seq_len=1"}, `--set data.seq_len=1: must be >= 2, got 1`},
+		{"workers", "parallel:\n  workers: 4\n", nil,
+			`recipe.yaml:6: parallel.workers: only 1 worker is supported so far, got 4`},
+		{"recompute", "memory: {recompute: none}\n", nil,
+			`recipe.yaml:5: memory.recompute: must be "layer" (the only one supported so far), got "none"`},
+		{"offload", "memory: {offload: host}\n", nil,
+			`recipe.yaml:5: memory.offload: must be "none" (the only one supported so far), got "host"`},
+		{"attn_block_q", "memory: {attn_block_q: 0}\n", nil, `recipe.yaml:5: memory.attn_block_q: must be >= 1, got 0`},
+		{"attn_block_k", "memory: {attn_block_k: -1}\n", nil, `recipe.yaml:5: memory.attn_block_k: must be >= 1, got -1`},
+		{"negative lr", "optim:\n  lr: -0.1\n", nil, `recipe.yaml:6: optim.lr: must be > 0, got -0.1`},
+		{"zero lr", "", []string{"optim.lr=0"}, `--set optim.lr=0: must be > 0, got 0`},
+		{"infinite lr", "optim: {lr: .inf}\n", nil, `recipe.yaml:5: optim.lr: must be a finite number, got +Inf`},
+		{"NaN lr", "optim: {lr: .nan}\n", nil, `recipe.yaml:5: optim.lr: must be a finite number, got NaN`},
+		{"beta1 1", "optim: {beta1: 1}\n", nil, `recipe.yaml:5: optim.beta1: must be in [0, 1), got 1`},
+		{"beta2 negative", "optim: {beta2: -0.5}\n", nil, `recipe.yaml:5: optim.beta2: must be in [0, 1), got -0.5`},
+		{"eps", "optim: {eps: 0}\n", nil, `recipe.yaml:5: optim.eps: must be > 0, got 0`},
+		{"weight_decay", "optim: {weight_decay: -0.1}\n", nil, `recipe.yaml:5: optim.weight_decay: must be >= 0, got -0.1`},
+		{"max_grad_norm", "optim: {max_grad_norm: -1}\n", nil, `recipe.yaml:5: optim.max_grad_norm: must be >= 0, got -1`},
+		{"steps", "schedule: {steps: 0, warmup_steps: 0}\n", nil, `recipe.yaml:5: schedule.steps: must be >= 1, got 0`},
+		{"warmup past steps", "schedule: {steps: 50}\n", nil,
+			`(default): schedule.warmup_steps: must be in [0, schedule.steps = 50], got 100`},
+		{"negative warmup", "schedule: {warmup_steps: -1}\n", nil,
+			`recipe.yaml:5: schedule.warmup_steps: must be in [0, schedule.steps = 1000], got -1`},
+		{"decay", "schedule: {decay: step}\n", nil,
+			`recipe.yaml:5: schedule.decay: must be one of "cosine", "linear", "constant", got "step"`},
+		{"min_lr_ratio", "schedule: {min_lr_ratio: 1.5}\n", nil, `recipe.yaml:5: schedule.min_lr_ratio: must be in [0, 1], got 1.5`},
+		{"grad_accum", "schedule: {grad_accum: 0}\n", nil, `recipe.yaml:5: schedule.grad_accum: must be >= 1, got 0`},
+		{"log every", "log: {every: 0}\n", nil, `recipe.yaml:5: log.every: must be >= 1, got 0`},
+		{"log progress", "log: {progress: fancy}\n", nil,
+			`recipe.yaml:5: log.progress: must be one of "auto", "bar", "plain", "none", got "fancy"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := recipe.Parse("recipe.yaml", []byte(base+tt.body), tt.sets)
+			if err == nil {
+				t.Fatalf("Parse succeeded, want %q", tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Fatalf("Parse error:\n got %s\nwant %s", err, tt.want)
+			}
+			var ps recipe.Problems
+			if !errors.As(err, &ps) || len(ps) != 1 {
+				t.Fatalf("error is not one Problem: %#v", err)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEverything(t *testing.T) {
+	src := `optim:
+  lr: -1
+data:
+  seq_len: 1
+`
+	_, err := recipe.Parse("r.yaml", []byte(src), []string{"log.every=0"})
+	want := `(default): data.sources: at least one source is needed, e.g. [{type: text_dir, path: ./corpus}]
+r.yaml:4: data.seq_len: must be >= 2, got 1
+r.yaml:2: optim.lr: must be > 0, got -1
+--set log.every=0: must be >= 1, got 0`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Parse error:\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestValidateInCode(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*recipe.Recipe)
+		want   string
+	}{
+		{"negative lr", func(r *recipe.Recipe) { r.Optim.LR = -0.1 }, "optim.lr: must be > 0, got -0.1"},
+		{"jsonl without field", func(r *recipe.Recipe) { r.Data.Sources[0].Type = "jsonl" },
+			"data.sources.0.field: must name the text field of a jsonl source"},
+		{"from skips the shape", func(r *recipe.Recipe) {
+			r.Model.From = "/models/x"
+			r.Model.Vocab, r.Model.Heads, r.Model.Dim = 0, 0, 0
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := withSource()
+			tt.modify(&r)
+			err := r.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			// Built in code, there is no file line nor "(default)".
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("Validate() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,263 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/gobackend"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/optim"
+	"github.com/torusml/torus/recipe"
+)
+
+// StepStats is what one optimizer step did: one line of metrics.jsonl.
+type StepStats struct {
+	Step         int     `json:"step"` // 1-based: the number of updates applied
+	Loss         float64 `json:"loss"` // mean cross-entropy per target token, nats
+	LR           float64 `json:"lr"`
+	GradNorm     float64 `json:"grad_norm"` // before clipping
+	Tokens       int     `json:"tokens"`    // target tokens in this step
+	TokensPerS   float64 `json:"tokens_per_s"`
+	StepSeconds  float64 `json:"step_seconds"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+}
+
+// Trainer owns one worker's model, optimizer and data, and runs steps.
+type Trainer struct {
+	Recipe recipe.Recipe
+	Engine *Engine
+	Params *model.Params
+
+	backend compute.Backend
+	loader  *data.Loader
+	opt     *optim.AdamW
+	sched   optim.Schedule
+	grads   Grads
+	order   []string // parameter names in order
+	step    int
+}
+
+// New builds a trainer from a validated recipe: backend, parameters (fresh or
+// from model.from), compiled pieces, data and optimizer.
+func New(r recipe.Recipe) (*Trainer, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	backend, err := NewBackend(r.Backend)
+	if err != nil {
+		return nil, err
+	}
+	params, err := loadParams(r)
+	if err != nil {
+		return nil, err
+	}
+	pieces, err := model.NewPieces(backend, params.Config)
+	if err != nil {
+		return nil, err
+	}
+	loader, err := openData(r)
+	if err != nil {
+		return nil, err
+	}
+	sched := optim.Schedule{LR: r.Optim.LR, WarmupSteps: r.Schedule.WarmupSteps, Steps: r.Schedule.Steps,
+		Decay: r.Schedule.Decay, MinLRRatio: r.Schedule.MinLRRatio}
+	acfg := optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2, Eps: r.Optim.Eps, WeightDecay: r.Optim.WeightDecay}
+	if err := errors.Join(sched.Validate(), acfg.Validate()); err != nil {
+		return nil, err
+	}
+	return &Trainer{
+		Recipe: r,
+		Params: params,
+		Engine: &Engine{
+			Pieces: pieces,
+			Params: params,
+			Attn:   &model.BlockAttention{P: pieces, BlockQ: r.Memory.AttnBlockQ, BlockK: r.Memory.AttnBlockK},
+			Store:  NewKeepStore(),
+		},
+		backend: backend,
+		loader:  loader,
+		opt:     optim.NewAdamW(acfg),
+		sched:   sched,
+		grads:   NewGrads(params),
+		order:   params.Names(),
+	}, nil
+}
+
+// NewBackend returns the compute backend a recipe names. "auto" is the pure-Go
+// backend until the XLA/CUDA path is built.
+func NewBackend(name string) (compute.Backend, error) {
+	switch name {
+	case "", "auto", "go":
+		b, err := gobackend.New("")
+		if err != nil {
+			return nil, fmt.Errorf("trainer: go backend: %w", err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("trainer: unknown backend %q (auto or go)", name)
+}
+
+// ModelConfig is the architecture a recipe asks for (when not loaded from a folder).
+func ModelConfig(m recipe.ModelConfig) model.Config {
+	return model.Config{
+		Vocab: m.Vocab, Dim: m.Dim, Layers: m.Layers, Heads: m.Heads, KVHeads: m.KVHeads, HeadDim: m.HeadDim,
+		MLPDim: m.MLPDim, RopeTheta: m.RopeTheta, NormEps: m.NormEps, TieEmbeddings: m.TieEmbeddings,
+	}
+}
+
+// DType is the dtype a recipe names.
+func DType(name string) (dtypes.DType, error) {
+	switch name {
+	case "float32", "":
+		return dtypes.Float32, nil
+	case "float64":
+		return dtypes.Float64, nil
+	}
+	return dtypes.InvalidDType, fmt.Errorf("trainer: model.dtype %q not supported (float32 or float64)", name)
+}
+
+func loadParams(r recipe.Recipe) (*model.Params, error) {
+	dt, err := DType(r.Model.DType)
+	if err != nil {
+		return nil, err
+	}
+	var p *model.Params
+	if r.Model.From != "" {
+		if p, err = model.LoadHF(r.Model.From, dt); err != nil {
+			return nil, fmt.Errorf("trainer: model.from: %w", err)
+		}
+	} else if p, err = model.Init(ModelConfig(r.Model), dt, r.Model.InitStd, uint64(r.Seed)); err != nil {
+		return nil, err
+	}
+	tok, err := data.NewTokenizer(r.Data.Tokenizer)
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() > p.Config.Vocab {
+		return nil, fmt.Errorf("trainer: tokenizer %s has %d tokens but the model's vocabulary is %d", tok.Name(), tok.VocabSize(), p.Config.Vocab)
+	}
+	return p, nil
+}
+
+func openData(r recipe.Recipe) (*data.Loader, error) {
+	var srcs []data.SourceConfig
+	for _, s := range r.Data.Sources {
+		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, DocPer: s.DocPer, Field: s.Field})
+	}
+	corpus, err := data.OpenCorpus(srcs)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := data.NewTokenizer(r.Data.Tokenizer)
+	if err != nil {
+		return nil, err
+	}
+	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: r.Data.SeqLen, Shuffle: r.Data.Shuffle, Seed: uint64(r.Seed)})
+}
+
+// StepNum is the number of optimizer steps taken.
+func (t *Trainer) StepNum() int { return t.step }
+
+// Cursor is where in the data the next step starts.
+func (t *Trainer) Cursor() data.Cursor { return t.loader.Cursor() }
+
+// Step runs one optimizer step: GradAccum micro-batches forward and backward, the
+// loss divided by the step's total target count, clipping by global norm, AdamW.
+func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
+	start := time.Now()
+	micro := make([]data.Batch, t.Recipe.Schedule.GradAccum)
+	targets := 0
+	for i := range micro {
+		b, err := t.loader.Next()
+		if err != nil {
+			return StepStats{}, fmt.Errorf("step %d: data: %w", t.step+1, err)
+		}
+		micro[i], targets = b, targets+b.NumTargets()
+	}
+	if targets == 0 {
+		return StepStats{}, fmt.Errorf("step %d: no target tokens in %d sequences (documents of one token?)", t.step+1, len(micro))
+	}
+	t.grads.Zero()
+	var loss float64
+	for _, b := range micro {
+		l, err := t.Engine.ForwardBackward(ctx, b, 1/float64(targets), t.grads)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
+		}
+		loss += l
+	}
+	lr := t.sched.At(t.step)
+	var norm float64
+	err := t.withOptimParams(func(ps []optim.Param) error {
+		gs := make([]optim.Vec, len(ps))
+		for i, p := range ps {
+			gs[i] = p.Grad
+		}
+		norm = optim.ClipGlobalNorm(t.Recipe.Optim.MaxGradNorm, gs...)
+		return t.opt.Step(lr, ps)
+	})
+	if err != nil {
+		return StepStats{}, fmt.Errorf("step %d: optimizer: %w", t.step+1, err)
+	}
+	t.step++
+	secs := time.Since(start).Seconds()
+	return StepStats{
+		Step: t.step, Loss: loss, LR: lr, GradNorm: norm, Tokens: targets,
+		TokensPerS: float64(len(micro)*t.Recipe.Data.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
+	}, nil
+}
+
+// decays reports whether weight decay applies to a parameter.
+func (t *Trainer) decays(name string) bool {
+	switch {
+	case model.IsNorm(name):
+		return t.Recipe.Optim.DecayNorms
+	case model.IsEmbedding(name):
+		return t.Recipe.Optim.DecayEmbeddings
+	}
+	return true
+}
+
+// withOptimParams hands fn every parameter and gradient as flat slices, holding
+// each tensor's data for the duration.
+func (t *Trainer) withOptimParams(fn func([]optim.Param) error) error {
+	ps := make([]optim.Param, len(t.order))
+	var rec func(i int) error
+	rec = func(i int) error {
+		if i == len(t.order) {
+			return fn(ps)
+		}
+		name := t.order[i]
+		ps[i].Name, ps[i].Decay = name, t.decays(name)
+		var err error
+		flat(t.Params.T[name], func(v optim.Vec) {
+			ps[i].Value = v
+			flat(t.grads[name], func(g optim.Vec) {
+				ps[i].Grad = g
+				err = rec(i + 1)
+			})
+		})
+		return err
+	}
+	return rec(0)
+}
+
+func flat(t *tensors.Tensor, fn func(optim.Vec)) {
+	t.MustMutableFlatData(func(f any) {
+		switch v := f.(type) {
+		case []float32:
+			fn(optim.Vec{F32: v})
+		case []float64:
+			fn(optim.Vec{F64: v})
+		default:
+			panic(fmt.Sprintf("trainer: parameter of dtype %s", t.DType()))
+		}
+	})
+}
