@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/torusml/torus/trainer"
+)
+
+// progress shows training as it goes: on a terminal one live line redrawn every
+// step ("bar"), elsewhere one plain line every `every` steps ("plain").
+type progress struct {
+	w      io.Writer
+	mode   string
+	every  int
+	total  int
+	start  time.Time
+	tokens int
+	last   trainer.StepStats
+	live   bool // a live line is on screen
+}
+
+func newProgress(w io.Writer, mode string, every, total int) *progress {
+	if mode == "auto" || mode == "" {
+		mode = "plain"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				mode = "bar"
+			}
+		}
+	}
+	return &progress{w: w, mode: mode, every: max(every, 1), total: total, start: time.Now()}
+}
+
+func (p *progress) step(s trainer.StepStats) {
+	p.last = s
+	p.tokens += s.Tokens
+	elapsed := time.Since(p.start)
+	eta := time.Duration(float64(elapsed) / float64(s.Step) * float64(p.total-s.Step))
+	line := fmt.Sprintf("step %*d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %.2fs/step  rss %s  eta %s",
+		len(fmt.Sprint(p.total)), s.Step, p.total, s.Loss, s.LR, s.GradNorm, s.TokensPerS, s.StepSeconds,
+		bytesHuman(s.PeakRSSBytes), eta.Round(time.Second))
+	switch p.mode {
+	case "bar":
+		const width = 20
+		filled := width * s.Step / max(p.total, 1)
+		fmt.Fprintf(p.w, "\r\033[K[%s%s] %s", strings.Repeat("=", filled), strings.Repeat(" ", width-filled), line)
+		p.live = true
+		if s.Step%p.every == 0 || s.Step == p.total {
+			fmt.Fprintln(p.w) // keep a line in the scrollback every `every` steps
+			p.live = false
+		}
+	case "plain":
+		if s.Step%p.every == 0 || s.Step == 1 || s.Step == p.total {
+			fmt.Fprintln(p.w, line)
+		}
+	}
+}
+
+func (p *progress) done() {
+	if p.live {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func bytesHuman(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for x := n / unit; x >= unit; x /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

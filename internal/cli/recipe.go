@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/torusml/torus/recipe"
+)
+
+func newRecipeCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "recipe", Short: "Work with recipes"}
+	var sets []string
+	check := &cobra.Command{
+		Use:   "check RECIPE.yaml",
+		Short: "Validate a recipe and print it fully resolved, defaults filled in",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := recipe.Load(args[0], sets)
+			if err != nil {
+				return recipeError(args[0], err)
+			}
+			y, err := r.AnnotatedYAML()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(y)
+			return err
+		},
+	}
+	check.Flags().StringArrayVar(&sets, "set", nil, "override a key: --set optim.lr=3e-4 (repeatable)")
+	cmd.AddCommand(check)
+	return cmd
+}
+
+// recipeError puts a recipe's problems under one heading, one per line.
+func recipeError(path string, err error) error {
+	if ps, ok := err.(recipe.Problems); ok && len(ps) > 1 {
+		return &multiline{head: "recipe " + path + " has " + itoa(len(ps)) + " problems:", body: ps.Error()}
+	}
+	return err
+}
+
+type multiline struct{ head, body string }
+
+func (m *multiline) Error() string { return m.head + "\n" + indent(m.body) }

@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/torusml/torus/recipe"
+	"github.com/torusml/torus/trainer"
+)
+
+func newTrainCmd() *cobra.Command {
+	var (
+		sets     []string
+		out      string
+		progress string
+	)
+	cmd := &cobra.Command{
+		Use:   "train RECIPE.yaml",
+		Short: "Train or fine-tune on this machine, from a YAML recipe",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := recipe.Load(args[0], sets)
+			if err != nil {
+				return recipeError(args[0], err)
+			}
+			if progress != "" {
+				r.Log.Progress = progress
+			}
+			if out == "" {
+				out = filepath.Join("runs", r.Name+"-"+time.Now().Format("20060102-150405"))
+			}
+			w := cmd.ErrOrStderr()
+			fmt.Fprintf(w, "torus: recipe %s (%s), run directory %s\n", args[0], r.Hash()[:12], out)
+			t, err := trainer.New(r)
+			if err != nil {
+				return err
+			}
+			p := t.Params
+			fmt.Fprintf(w, "torus: model %d layers, dim %d, %d heads (%d kv), %.2fM parameters, %s; seq_len %d x %d micro-batches per step, %d steps\n",
+				p.Config.Layers, p.Config.Dim, p.Config.Heads, p.Config.KVHeads, float64(p.NumParams())/1e6, p.DType,
+				r.Data.SeqLen, r.Schedule.GradAccum, r.Schedule.Steps)
+			bar := newProgress(w, r.Log.Progress, r.Log.Every, r.Schedule.Steps)
+			err = t.Run(cmd.Context(), trainer.RunDir(out), bar.step)
+			bar.done()
+			if err != nil {
+				return fmt.Errorf("train: %w", err)
+			}
+			fmt.Fprintf(w, "torus: done: %d steps, final loss %.4f; metrics in %s, model in %s\n",
+				t.StepNum(), bar.last.Loss, trainer.RunDir(out).Metrics(), trainer.RunDir(out).Final())
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a recipe key: --set optim.lr=3e-4 (repeatable)")
+	cmd.Flags().StringVar(&out, "out", "", "run directory (default runs/NAME-TIMESTAMP)")
+	cmd.Flags().StringVar(&progress, "progress", "", "progress display: auto|bar|plain|none (default: the recipe's log.progress)")
+	return cmd
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
+
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
