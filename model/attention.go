@@ -8,12 +8,19 @@ import (
 
 // Blockwise attention, one (query block, key block) pair per graph execution.
 //
-// Layouts, with G = Heads / KVHeads query heads per key/value head (query head
-// h = kh*G + g, as Hugging Face's repeat_kv):
+// Between executions (in Go, and on the wire between workers) tensors are
+// token-major, so a block is a run of rows:
 //
 //	q, dq, do   [Bq, H, Dh]     k, v, dk, dv [Bk, KH, Dh]
-//	m, l, lse   [Bq, KH, G]     acc          [Bq, KH, G, Dh]
-//	pos, doc    [B] int32: position within the document, and document id
+//	lse, delta  [Bq, KH, G]     pos, doc     [B] int32: position within the document, and document id
+//
+// with G = Heads / KVHeads query heads per key/value head (query head h = kh*G + g,
+// as Hugging Face's repeat_kv). Inside the graphs they are turned head-major,
+// q as [KH, G*Bq, Dh], so that every product runs in the layouts the matmul kernels
+// take directly and only the small [B, H, Dh] operands are ever transposed, never
+// the [KH, G*Bq, Bk] scores. The running state of a query block stays head-major:
+//
+//	m, l [KH, G, Bq]            acc [KH, G, Bq, Dh]
 //
 // A key is visible to a query when both are in the same document and the key's
 // position is not after the query's. The online softmax keeps the running max m
@@ -31,54 +38,72 @@ func visible(qpos, kpos, qdoc, kdoc *Node) *Node {
 	return LogicalAnd(sameDoc, causal)
 }
 
-// scores: q [Bq, H, Dh], k [Bk, KH, Dh] -> scaled scores [Bq, KH, G, Bk] and the
-// mask broadcastable to them.
-func scores(c Config, q, k, qpos, kpos, qdoc, kdoc *Node) (s, mask *Node) {
-	bq, hd := q.Shape().Dimensions[0], c.HeadDimension()
-	q4 := Reshape(q, bq, c.KVHeads, c.Heads/c.KVHeads, hd)
-	s = MulScalar(Einsum("qkgd,pkd->qkgp", q4, k), 1/math.Sqrt(float64(hd)))
-	mask = ExpandAxes(visible(qpos, kpos, qdoc, kdoc), 1, 2) // [Bq, 1, 1, Bk]
-	mask = BroadcastToDims(mask, s.Shape().Dimensions...)
+// headMajorQ: [Bq, H, Dh] -> [KH, G*Bq, Dh].
+func headMajorQ(c Config, q *Node) *Node {
+	bq, hd, g := q.Shape().Dimensions[0], c.HeadDimension(), c.Heads/c.KVHeads
+	q = TransposeAllAxes(Reshape(q, bq, c.KVHeads, g, hd), 1, 2, 0, 3) // [KH, G, Bq, Dh]
+	return Reshape(q, c.KVHeads, g*bq, hd)
+}
+
+// headMajorKV: [Bk, KH, Dh] -> [KH, Bk, Dh].
+func headMajorKV(k *Node) *Node { return TransposeAllAxes(k, 1, 0, 2) }
+
+// scores: head-major qh [KH, G*Bq, Dh], kh [KH, Bk, Dh] -> scaled scores [KH, G, Bq, Bk]
+// and the mask [1, 1, Bq, Bk].
+func scores(c Config, qh, kh, qpos, kpos, qdoc, kdoc *Node) (s, mask *Node) {
+	bq, bk := qpos.Shape().Dimensions[0], kpos.Shape().Dimensions[0]
+	s = DotGeneral(qh, []int{2}, []int{0}, kh, []int{2}, []int{0}) // [KH, G*Bq, Bk]
+	s = MulScalar(Reshape(s, c.KVHeads, c.Heads/c.KVHeads, bq, bk), 1/math.Sqrt(float64(c.HeadDimension())))
+	mask = BroadcastToDims(ExpandAxes(visible(qpos, kpos, qdoc, kdoc), 0, 1), s.Shape().Dimensions...)
 	return s, mask
 }
 
 // attnFwdBlock folds one key block into the running (m, l, acc) of a query block.
 func attnFwdBlock(c Config, q, k, v, qpos, kpos, qdoc, kdoc, m, l, acc *Node) (m2, l2, acc2 *Node) {
-	s, mask := scores(c, q, k, qpos, kpos, qdoc, kdoc)
+	kv, g, bq, bk, hd := c.KVHeads, c.Heads/c.KVHeads, q.Shape().Dimensions[0], k.Shape().Dimensions[0], c.HeadDimension()
+	s, mask := scores(c, headMajorQ(c, q), headMajorKV(k), qpos, kpos, qdoc, kdoc)
 	fill := Scalar(s.Graph(), s.DType(), maskFill)
 	zero := ScalarZero(s.Graph(), s.DType())
 	s = Where(mask, s, fill)
 	m2 = Max(m, ReduceMax(s, -1))
-	p := Where(mask, Exp(Sub(s, ExpandAxes(m2, -1))), zero) // [Bq, KH, G, Bk]
+	p := Where(mask, Exp(Sub(s, ExpandAxes(m2, -1))), zero) // [KH, G, Bq, Bk]
 	alpha := Exp(Sub(m, m2))
 	l2 = Add(Mul(l, alpha), ReduceSum(p, -1))
-	acc2 = Add(Mul(acc, ExpandAxes(alpha, -1)), Einsum("qkgp,pkd->qkgd", p, v))
+	pv := DotGeneral(Reshape(p, kv, g*bq, bk), []int{2}, []int{0}, headMajorKV(v), []int{1}, []int{0}) // [KH, G*Bq, Dh]
+	acc2 = Add(Mul(acc, ExpandAxes(alpha, -1)), Reshape(pv, kv, g, bq, hd))
 	return m2, l2, acc2
 }
 
 // attnFinish: (m, l, acc) of a query block -> o [Bq, H*Dh] and lse [Bq, KH, G].
 func attnFinish(m, l, acc *Node) (o, lse *Node) {
-	bq := acc.Shape().Dimensions[0]
-	o = Reshape(Div(acc, ExpandAxes(l, -1)), bq, -1)
-	return o, Add(m, Log(l))
+	bq := acc.Shape().Dimensions[2]
+	o = Div(acc, ExpandAxes(l, -1))                      // [KH, G, Bq, Dh]
+	o = Reshape(TransposeAllAxes(o, 2, 0, 1, 3), bq, -1) // [Bq, H*Dh]
+	return o, TransposeAllAxes(Add(m, Log(l)), 2, 0, 1)  // [Bq, KH, G]
 }
 
 // attnBwdBlock: the contribution of one (query block, key block) pair to dq, dk, dv,
 // given the query block's lse and delta = rowsum(do * o) (both [Bq, KH, G]).
 func attnBwdBlock(c Config, q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta *Node) (dq, dk, dv *Node) {
-	bq, hd := q.Shape().Dimensions[0], c.HeadDimension()
-	g := c.Heads / c.KVHeads
-	s, mask := scores(c, q, k, qpos, kpos, qdoc, kdoc)
+	kv, g, bq, bk, hd := c.KVHeads, c.Heads/c.KVHeads, q.Shape().Dimensions[0], k.Shape().Dimensions[0], c.HeadDimension()
+	qh, kh, vh, doh := headMajorQ(c, q), headMajorKV(k), headMajorKV(v), headMajorQ(c, do)
+	s, mask := scores(c, qh, kh, qpos, kpos, qdoc, kdoc)
 	zero := ScalarZero(s.Graph(), s.DType())
 	fill := Scalar(s.Graph(), s.DType(), maskFill)
-	p := Where(mask, Exp(Sub(Where(mask, s, fill), ExpandAxes(lse, -1))), zero) // [Bq, KH, G, Bk]
-	do4 := Reshape(do, bq, c.KVHeads, g, hd)
-	q4 := Reshape(q, bq, c.KVHeads, g, hd)
-	dv = Einsum("qkgp,qkgd->pkd", p, do4)
-	dp := Einsum("qkgd,pkd->qkgp", do4, v)
-	ds := MulScalar(Mul(p, Sub(dp, ExpandAxes(delta, -1))), 1/math.Sqrt(float64(hd)))
-	dq = Reshape(Einsum("qkgp,pkd->qkgd", ds, k), bq, c.Heads, hd)
-	dk = Einsum("qkgp,qkgd->pkd", ds, q4)
+	lseH := ExpandAxes(TransposeAllAxes(lse, 1, 2, 0), -1) // [KH, G, Bq, 1]
+	deltaH := ExpandAxes(TransposeAllAxes(delta, 1, 2, 0), -1)
+	p := Where(mask, Exp(Sub(Where(mask, s, fill), lseH)), zero)                              // [KH, G, Bq, Bk]
+	dp := Reshape(DotGeneral(doh, []int{2}, []int{0}, vh, []int{2}, []int{0}), kv, g, bq, bk) // do v^T
+	ds := MulScalar(Mul(p, Sub(dp, deltaH)), 1/math.Sqrt(float64(hd)))
+	p3, ds3 := Reshape(p, kv, g*bq, bk), Reshape(ds, kv, g*bq, bk)
+	// dv^T = do^T p and dk^T = q^T ds, with do^T and q^T made explicitly: the left
+	// operand must have its contracting axis last, or the kernel transposes both
+	// operands, the [KH, G*Bq, Bk] scores included. Only small tensors move.
+	doT, qT := TransposeAllAxes(doh, 0, 2, 1), TransposeAllAxes(qh, 0, 2, 1)                    // [KH, Dh, G*Bq]
+	dv = TransposeAllAxes(DotGeneral(doT, []int{2}, []int{0}, p3, []int{1}, []int{0}), 2, 0, 1) // [Bk, KH, Dh]
+	dk = TransposeAllAxes(DotGeneral(qT, []int{2}, []int{0}, ds3, []int{1}, []int{0}), 2, 0, 1)
+	dqh := DotGeneral(ds3, []int{2}, []int{0}, kh, []int{1}, []int{0})                       // [KH, G*Bq, Dh]
+	dq = Reshape(TransposeAllAxes(Reshape(dqh, kv, g, bq, hd), 2, 0, 1, 3), bq, c.Heads, hd) // [Bq, H, Dh]
 	return dq, dk, dv
 }
 

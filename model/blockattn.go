@@ -84,9 +84,9 @@ func (b *BlockAttention) Begin(q *tensors.Tensor, qt Tokens) (*AttnForward, erro
 		n := blk.end - blk.start
 		f.qs = append(f.qs, SliceRows(q, blk.start, blk.end))
 		f.states = append(f.states, AttnState{
-			M:   NewFull(q.DType(), maskFill, n, c.KVHeads, g),
-			L:   NewZeros(q.DType(), n, c.KVHeads, g),
-			Acc: NewZeros(q.DType(), n, c.KVHeads, g, c.HeadDimension()),
+			M:   NewFull(q.DType(), maskFill, c.KVHeads, g, n),
+			L:   NewZeros(q.DType(), c.KVHeads, g, n),
+			Acc: NewZeros(q.DType(), c.KVHeads, g, n, c.HeadDimension()),
 		})
 	}
 	return f, nil

@@ -60,18 +60,3 @@ func headLoss(c Config, h, normW, wout, targets, weight, scale *Node) *Node {
 	nll := Neg(ReduceSum(Mul(logp, onehot), -1))      // [L]
 	return Mul(ReduceAllSum(Mul(nll, weight)), scale) // []
 }
-
-// vjp builds the vector-Jacobian product of outputs w.r.t. wrt: given upstream
-// cotangents dys (one per output), the gradients of sum_i <outputs_i, dys_i>.
-func vjp(outputs, dys, wrt []*Node) []*Node {
-	var total *Node
-	for i, y := range outputs {
-		t := ReduceAllSum(Mul(y, StopGradient(dys[i])))
-		if total == nil {
-			total = t
-		} else {
-			total = Add(total, t)
-		}
-	}
-	return Gradient(total, wrt...)
-}

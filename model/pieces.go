@@ -70,8 +70,7 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 	})
 	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv -> dh, dnormW, dwq, dwk, dwv
 	p.preAttnVJP = mk("PreAttnVJP", func(in []*Node) []*Node {
-		q, k, v := preAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])
-		return vjp([]*Node{q, k, v}, in[7:10], in[0:5])
+		return preAttnBwd(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9])
 	})
 	// in: h, o, wo, normW, wg, wu, wd
 	p.postAttn = mk("PostAttn", func(in []*Node) []*Node {
@@ -79,8 +78,7 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 	})
 	// in: h, o, wo, normW, wg, wu, wd, dhNext -> dh, do, dwo, dnormW, dwg, dwu, dwd
 	p.postAttnVJP = mk("PostAttnVJP", func(in []*Node) []*Node {
-		y := postAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])
-		return vjp([]*Node{y}, in[7:8], in[0:7])
+		return postAttnBwd(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7])
 	})
 	// in: h, normW, wout, targets, weight, scale -> loss
 	p.headLoss = mk("Head", func(in []*Node) []*Node {

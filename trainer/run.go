@@ -25,6 +25,9 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	if err := os.MkdirAll(string(dir), 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
+	if _, err := os.Stat(dir.Metrics()); err == nil {
+		return fmt.Errorf("run directory %s already holds a run (%s): choose another --out or remove it", dir, dir.Metrics())
+	}
 	y, err := t.Recipe.YAML()
 	if err != nil {
 		return err
@@ -32,7 +35,7 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	if err := os.WriteFile(dir.Recipe(), y, 0o644); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
-	mf, err := os.OpenFile(dir.Metrics(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	mf, err := os.OpenFile(dir.Metrics(), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}

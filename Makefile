@@ -1,0 +1,46 @@
+# torus: every target sets up its own toolchain. The machine's Go (1.26) fetches
+# the pinned toolchain through the module proxy the first time (about 10 s), and
+# GOEXPERIMENT=simd turns on GoMLX's vectorised CPU kernels (40x faster matmuls;
+# the first build recompiles the standard library, about a minute).
+export GOTOOLCHAIN := go1.27.3
+export GOEXPERIMENT := simd
+export GOFLAGS := -buildvcs=false
+
+GO ?= go
+# Packages whose own code runs goroutines: tested under the race detector too.
+RACE_PKGS := ./data/... ./recipe/... ./optim/... ./internal/...
+
+.PHONY: all build demo test vet fmt-check bench clean check-go
+
+all: build
+
+check-go:
+	@command -v $(GO) >/dev/null || { echo "make: no 'go' on PATH: install Go >= 1.21 (any version; the pinned $(GOTOOLCHAIN) is fetched automatically)"; exit 1; }
+
+build: check-go
+	$(GO) build -o bin/torus ./cmd/torus
+
+# Train the bundled example: a byte-level model on the Go standard library's source.
+demo: build
+	rm -rf runs/demo
+	./bin/torus train examples/recipes/byte-lm-go.yaml --out runs/demo
+	@echo "demo: first and last steps of runs/demo/metrics.jsonl:"
+	@head -n 1 runs/demo/metrics.jsonl; tail -n 1 runs/demo/metrics.jsonl
+
+fmt-check: check-go
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet: check-go
+	$(GO) vet ./...
+
+test: fmt-check vet
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race $(RACE_PKGS)
+
+# Benchmarks against PyTorch on the CPU (installs Debian's python3-torch).
+bench: build
+	./bench/run.sh
+
+clean:
+	rm -rf bin runs

@@ -1,0 +1,117 @@
+// Command stepbench times torus's training step on the reference model with
+// synthetic tokens, in a process of its own so its peak RSS is the step's.
+// It prints one JSON line; bench/run.sh puts it beside PyTorch's.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+
+	"github.com/torusml/torus/recipe"
+	"github.com/torusml/torus/trainer"
+)
+
+func main() {
+	var (
+		seqLen  = flag.Int("seq-len", 1024, "tokens per sequence")
+		steps   = flag.Int("steps", 5, "timed steps (median reported)")
+		warmup  = flag.Int("warmup", 1, "untimed steps first (compilation)")
+		blockQ  = flag.Int("block-q", 512, "attention query block")
+		blockK  = flag.Int("block-k", 512, "attention key block")
+		layers  = flag.Int("layers", 4, "decoder layers")
+		profile = flag.String("cpuprofile", "", "write a CPU profile of the timed steps")
+		mode    = flag.String("mode", "step", "step | matmul-peak")
+	)
+	flag.Parse()
+	if err := run(*mode, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers, *profile); err != nil {
+		fmt.Fprintln(os.Stderr, "stepbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(mode string, seqLen, steps, warmup, blockQ, blockK, layers int, profile string) error {
+	if mode == "matmul-peak" {
+		gflops, err := matmulPeak()
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"impl": "torus", "matmul_gflops": gflops})
+	}
+	dir, err := os.MkdirTemp("", "stepbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	// Random bytes as one long document: the step sees real data loading and packing.
+	rng := rand.New(rand.NewPCG(1, 2))
+	text := make([]byte, seqLen*(steps+warmup+2))
+	for i := range text {
+		text[i] = byte(rng.IntN(256))
+	}
+	path := filepath.Join(dir, "random.txt")
+	if err := os.WriteFile(path, text, 0o644); err != nil {
+		return err
+	}
+	r := recipe.Default()
+	r.Data.Sources = []recipe.SourceConfig{{Type: "text_file", Path: path, DocPer: "file", Field: "text"}}
+	r.Data.SeqLen, r.Data.Shuffle = seqLen, false
+	r.Model.Layers = layers
+	r.Memory.AttnBlockQ, r.Memory.AttnBlockK = blockQ, blockK
+	r.Schedule.Steps, r.Schedule.WarmupSteps = steps+warmup, 0
+	t, err := trainer.New(r)
+	if err != nil {
+		return err
+	}
+	cfg := t.Params.Config
+	step := func() (float64, error) {
+		st, err := t.Step(context.Background())
+		return st.StepSeconds, err
+	}
+	for range warmup {
+		if _, err := step(); err != nil {
+			return err
+		}
+	}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var times []float64
+	for range steps {
+		s, err := step()
+		if err != nil {
+			return err
+		}
+		times = append(times, s)
+	}
+	med := median(times)
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"impl": "torus", "seq_len": seqLen, "layers": layers, "block_q": blockQ, "block_k": blockK,
+		"step_seconds_median": med, "step_seconds_all": times, "tokens_per_s": float64(seqLen) / med,
+		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": StepFLOPs(cfg, seqLen), "status": "ok",
+	})
+}
+
+func median(x []float64) float64 {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
