@@ -46,6 +46,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model: kv_heads must be >= 1, got %d", c.KVHeads)
 	case c.Heads%c.KVHeads != 0:
 		return fmt.Errorf("model: kv_heads (%d) must divide heads (%d)", c.KVHeads, c.Heads)
+	case c.HeadDim < 0:
+		return fmt.Errorf("model: head_dim must be >= 0 (0: dim/heads), got %d", c.HeadDim)
 	case c.HeadDim == 0 && c.Dim%c.Heads != 0:
 		return fmt.Errorf("model: heads (%d) must divide dim (%d) when head_dim is unset", c.Heads, c.Dim)
 	case c.HeadDimension()%2 != 0:

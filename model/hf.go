@@ -1,0 +1,395 @@
+package model
+
+// Hugging Face model folders: config.json (LlamaConfig) beside model.safetensors, or
+// beside model.safetensors.index.json and the shard files it names.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+const (
+	hfConfigFile  = "config.json"
+	hfWeightsFile = "model.safetensors"
+	hfIndexFile   = "model.safetensors.index.json"
+)
+
+// Buffers older Llama checkpoints carry; they are derived from rope_theta, not parameters.
+var hfIgnoredTensor = regexp.MustCompile(`^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$`)
+
+// LoadHF reads DIR/config.json (a LlamaConfig) and DIR/model.safetensors (or sharded:
+// DIR/model.safetensors.index.json + the shard files) into Params of the given dtype
+// (Float32 or Float64), checking every expected parameter is present with the right
+// shape and no unexpected ones. A tied model's lm_head.weight, if present, is ignored.
+// Shapes are checked from the headers before any tensor data is read.
+func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
+	if dtype != dtypes.Float32 && dtype != dtypes.Float64 {
+		return nil, fmt.Errorf("model: %s: dtype %s not supported (float32 or float64)", dir, dtype)
+	}
+	cfg, err := ReadHFConfig(filepath.Join(dir, hfConfigFile))
+	if err != nil {
+		return nil, err
+	}
+	shards, listed, err := hfShards(dir)
+	if err != nil {
+		return nil, err
+	}
+	files := make([]*stFile, 0, len(shards))
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	want := map[string]bool{}
+	for _, n := range cfg.ParamNames() {
+		want[n] = true
+	}
+	type loc struct {
+		f *stFile
+		e stEntry
+	}
+	found := map[string]loc{}
+	for _, shard := range shards {
+		f, err := openSafetensors(filepath.Join(dir, shard))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+		for _, e := range f.entries {
+			if prev, ok := found[e.name]; ok {
+				return nil, fmt.Errorf("model: %s: tensor %q is in both %s and %s", dir, e.name, prev.f.path, f.path)
+			}
+			if listed != nil && listed[e.name] != "" && listed[e.name] != shard {
+				return nil, fmt.Errorf("model: %s: tensor %q is in %s but the index puts it in %s", dir, e.name, shard, listed[e.name])
+			}
+			found[e.name] = loc{f, e}
+			if !want[e.name] {
+				if (cfg.TieEmbeddings && e.name == "lm_head.weight") || hfIgnoredTensor.MatchString(e.name) {
+					continue
+				}
+				return nil, fmt.Errorf("model: %s: unexpected tensor %q (shape %v) for this config", f.path, e.name, e.shape)
+			}
+			shape, err := cfg.ParamShape(e.name)
+			if err != nil {
+				return nil, fmt.Errorf("model: %s: %w", f.path, err)
+			}
+			if !slices.Equal(e.shape, shape) {
+				return nil, fmt.Errorf("model: %s: tensor %q has shape %v, config wants %v", f.path, e.name, e.shape, shape)
+			}
+			if !isFloat(e.dtype) {
+				return nil, fmt.Errorf("model: %s: tensor %q is %s, want a float dtype", f.path, e.name, e.dtype)
+			}
+		}
+	}
+	for name, shard := range listed {
+		if _, ok := found[name]; !ok {
+			return nil, fmt.Errorf("model: %s: the index puts tensor %q in %s, which does not hold it", dir, name, shard)
+		}
+	}
+	for _, name := range cfg.ParamNames() {
+		if _, ok := found[name]; !ok {
+			shape, _ := cfg.ParamShape(name)
+			return nil, fmt.Errorf("model: %s: missing tensor %q (config wants shape %v)", dir, name, shape)
+		}
+	}
+	p := &Params{Config: cfg, DType: dtype, T: make(map[string]*tensors.Tensor, len(want))}
+	for _, name := range cfg.ParamNames() {
+		l := found[name]
+		if p.T[name], err = l.f.read(l.e, dtype); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// hfShards names the weight files of dir: model.safetensors, or the shards of the
+// index (listed maps each tensor to its shard; nil without an index).
+func hfShards(dir string) (shards []string, listed map[string]string, err error) {
+	if _, err := os.Stat(filepath.Join(dir, hfWeightsFile)); err == nil {
+		return []string{hfWeightsFile}, nil, nil
+	}
+	path := filepath.Join(dir, hfIndexFile)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("model: %s: neither %s nor %s found", dir, hfWeightsFile, hfIndexFile)
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("model: %w", err)
+	}
+	var index struct {
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	if err := json.Unmarshal(raw, &index); err != nil {
+		return nil, nil, fmt.Errorf("model: %s: %w", path, err)
+	}
+	if len(index.WeightMap) == 0 {
+		return nil, nil, fmt.Errorf("model: %s: weight_map is empty", path)
+	}
+	seen := map[string]bool{}
+	for name, shard := range index.WeightMap {
+		if shard == "" || shard == "." || shard == ".." || filepath.Base(shard) != shard || strings.ContainsAny(shard, `/\`) {
+			return nil, nil, fmt.Errorf("model: %s: tensor %q: shard %q is not a file name in the folder", path, name, shard)
+		}
+		if !seen[shard] {
+			seen[shard] = true
+			shards = append(shards, shard)
+		}
+	}
+	sort.Strings(shards)
+	return shards, index.WeightMap, nil
+}
+
+// SaveHF writes config.json and model.safetensors (dtype "" = the params' dtype, or
+// float32|bfloat16|float16|float64). Tensors are written in the model's parameter order,
+// with the {"format": "pt"} metadata transformers checks for.
+func SaveHF(dir string, p *Params, dtype string) error {
+	if err := p.Config.Validate(); err != nil {
+		return err
+	}
+	if dtype == "" {
+		for name, dt := range floatDTypeByName {
+			if dt == p.DType {
+				dtype = name
+			}
+		}
+	}
+	if _, ok := floatDTypeByName[dtype]; !ok {
+		return fmt.Errorf("model: %s: dtype %q not supported (float32, bfloat16, float16, float64)", dir, dtype)
+	}
+	for _, name := range p.Names() {
+		t, ok := p.T[name]
+		if !ok {
+			return fmt.Errorf("model: %s: params have no tensor %q", dir, name)
+		}
+		shape, _ := p.Config.ParamShape(name)
+		if !slices.Equal(t.Shape().Dimensions, shape) {
+			return fmt.Errorf("model: %s: tensor %q has shape %v, config wants %v", dir, name, t.Shape().Dimensions, shape)
+		}
+	}
+	cfgJSON, err := HFConfigJSON(p.Config, dtype)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	meta := map[string]string{"format": "pt"}
+	if err := WriteSafetensors(filepath.Join(dir, hfWeightsFile), p.Names(), p.T, meta, dtype); err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(dir, hfConfigFile), func(w io.Writer) error {
+		_, err := w.Write(cfgJSON)
+		return err
+	})
+}
+
+// hfConfigIn is what ReadHFConfig takes from config.json; pointers tell missing from zero.
+type hfConfigIn struct {
+	ModelType             *string         `json:"model_type"`
+	VocabSize             *int            `json:"vocab_size"`
+	HiddenSize            *int            `json:"hidden_size"`
+	IntermediateSize      *int            `json:"intermediate_size"`
+	NumHiddenLayers       *int            `json:"num_hidden_layers"`
+	NumAttentionHeads     *int            `json:"num_attention_heads"`
+	NumKeyValueHeads      *int            `json:"num_key_value_heads"`
+	HeadDim               *int            `json:"head_dim"`
+	HiddenAct             *string         `json:"hidden_act"`
+	MaxPositionEmbeddings *int            `json:"max_position_embeddings"`
+	RMSNormEps            *float64        `json:"rms_norm_eps"`
+	RopeTheta             *float64        `json:"rope_theta"`
+	RopeScaling           json.RawMessage `json:"rope_scaling"`
+	RopeParameters        json.RawMessage `json:"rope_parameters"` // transformers v5 spelling
+	TieWordEmbeddings     *bool           `json:"tie_word_embeddings"`
+	AttentionBias         *bool           `json:"attention_bias"`
+	MLPBias               *bool           `json:"mlp_bias"`
+	SlidingWindow         *int            `json:"sliding_window"`
+}
+
+// ReadHFConfig reads a Hugging Face LlamaConfig (or a Mistral one without sliding
+// window) with LlamaConfig's defaults for missing optional fields, and validates it.
+func ReadHFConfig(path string) (Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("model: %w", err)
+	}
+	var in hfConfigIn
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return Config{}, fmt.Errorf("model: %s: %w", path, err)
+	}
+	fail := func(format string, args ...any) (Config, error) {
+		return Config{}, fmt.Errorf("model: %s: "+format, append([]any{path}, args...)...)
+	}
+	switch {
+	case in.ModelType == nil:
+		return fail("model_type missing")
+	case *in.ModelType != "llama" && *in.ModelType != "mistral":
+		return fail("model_type %q not supported (llama, or mistral without sliding window)", *in.ModelType)
+	case in.HiddenAct != nil && *in.HiddenAct != "silu" && *in.HiddenAct != "swish":
+		return fail("hidden_act %q not supported (silu)", *in.HiddenAct)
+	case in.AttentionBias != nil && *in.AttentionBias:
+		return fail("attention_bias true not supported")
+	case in.MLPBias != nil && *in.MLPBias:
+		return fail("mlp_bias true not supported")
+	}
+	for _, f := range []struct {
+		key string
+		v   *int
+	}{{"vocab_size", in.VocabSize}, {"hidden_size", in.HiddenSize}, {"intermediate_size", in.IntermediateSize},
+		{"num_hidden_layers", in.NumHiddenLayers}, {"num_attention_heads", in.NumAttentionHeads}} {
+		if f.v == nil {
+			return fail("%s missing", f.key)
+		}
+	}
+	c := Config{
+		Vocab: *in.VocabSize, Dim: *in.HiddenSize, MLPDim: *in.IntermediateSize,
+		Layers: *in.NumHiddenLayers, Heads: *in.NumAttentionHeads, KVHeads: *in.NumAttentionHeads,
+		RopeTheta: 10000, NormEps: 1e-6, MaxPositions: 2048, // LlamaConfig's defaults
+	}
+	if in.NumKeyValueHeads != nil {
+		c.KVHeads = *in.NumKeyValueHeads
+	}
+	// Config keeps HeadDim at zero when it is the default Dim/Heads, so that a
+	// config survives SaveHF/LoadHF unchanged.
+	if hd := in.HeadDim; hd != nil && *hd < 1 {
+		return fail("head_dim must be >= 1, got %d", *hd)
+	} else if hd != nil && (c.Heads <= 0 || c.Dim%c.Heads != 0 || *hd != c.Dim/c.Heads) {
+		c.HeadDim = *hd
+	}
+	if in.MaxPositionEmbeddings != nil {
+		c.MaxPositions = *in.MaxPositionEmbeddings
+	}
+	if in.RMSNormEps != nil {
+		c.NormEps = *in.RMSNormEps
+	}
+	if in.RopeTheta != nil {
+		c.RopeTheta = *in.RopeTheta
+	}
+	if in.TieWordEmbeddings != nil {
+		c.TieEmbeddings = *in.TieWordEmbeddings
+	}
+	if in.SlidingWindow != nil && *in.SlidingWindow < c.MaxPositions {
+		return fail("sliding_window %d not supported (attention over all %d positions only)", *in.SlidingWindow, c.MaxPositions)
+	}
+	for _, rope := range []struct {
+		key string
+		raw json.RawMessage
+	}{{"rope_scaling", in.RopeScaling}, {"rope_parameters", in.RopeParameters}} {
+		theta, err := plainRope(rope.raw)
+		if err != nil {
+			return fail("%s %s is not supported yet (plain rotary embedding only)", rope.key, bytes.TrimSpace(rope.raw))
+		}
+		if theta > 0 {
+			c.RopeTheta = theta
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return fail("%s", strings.TrimPrefix(err.Error(), "model: "))
+	}
+	return c, nil
+}
+
+// plainRope accepts a null rope_scaling/rope_parameters, or one of type "default"
+// (returning its rope_theta, if any); anything else is an error.
+func plainRope(raw json.RawMessage) (float64, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return 0, nil
+	}
+	var r struct {
+		RopeType  *string  `json:"rope_type"`
+		Type      *string  `json:"type"`
+		RopeTheta *float64 `json:"rope_theta"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return 0, err
+	}
+	t := r.RopeType
+	if t == nil {
+		t = r.Type
+	}
+	if t == nil || *t != "default" {
+		return 0, errors.New("not default")
+	}
+	if r.RopeTheta != nil {
+		return *r.RopeTheta, nil
+	}
+	return 0, nil
+}
+
+// HFConfigJSON renders c as a Hugging Face LlamaForCausalLM config.json, formatted as
+// transformers writes it (keys sorted, two-space indent, floats as Python prints them).
+// bos/eos token ids are null: Config does not know the tokenizer.
+func HFConfigJSON(c Config, torchDType string) ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if _, ok := floatDTypeByName[torchDType]; !ok {
+		return nil, fmt.Errorf("model: torch_dtype %q not supported (float32, bfloat16, float16, float64)", torchDType)
+	}
+	maxPos := c.MaxPositions
+	if maxPos <= 0 {
+		maxPos = 2048
+	}
+	m := map[string]any{ // encoding/json sorts map keys, as transformers' sort_keys=True does
+		"architectures":           []string{"LlamaForCausalLM"},
+		"model_type":              "llama",
+		"vocab_size":              c.Vocab,
+		"hidden_size":             c.Dim,
+		"intermediate_size":       c.MLPDim,
+		"num_hidden_layers":       c.Layers,
+		"num_attention_heads":     c.Heads,
+		"num_key_value_heads":     c.KVHeads,
+		"head_dim":                c.HeadDimension(),
+		"hidden_act":              "silu",
+		"max_position_embeddings": maxPos,
+		"rms_norm_eps":            pyFloat(c.NormEps),
+		"rope_theta":              pyFloat(c.RopeTheta),
+		"rope_scaling":            nil,
+		"tie_word_embeddings":     c.TieEmbeddings,
+		"attention_bias":          false,
+		"attention_dropout":       pyFloat(0),
+		"mlp_bias":                false,
+		"pretraining_tp":          1,
+		"use_cache":               true,
+		"torch_dtype":             torchDType,
+		"bos_token_id":            nil,
+		"eos_token_id":            nil,
+		"initializer_range":       pyFloat(0.02),
+	}
+	out, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("model: config.json: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// pyFloat marshals as Python's repr does (10000.0, 1e-05), so config.json reads as
+// transformers would have written it.
+type pyFloat float64
+
+func (f pyFloat) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil, fmt.Errorf("model: %v has no JSON form", v)
+	}
+	if a := math.Abs(v); a != 0 && (a < 1e-4 || a >= 1e16) {
+		return []byte(strconv.FormatFloat(v, 'e', -1, 64)), nil
+	}
+	s := strconv.FormatFloat(v, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return []byte(s), nil
+}
