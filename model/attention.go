@@ -3,6 +3,8 @@ package model
 import (
 	"math"
 
+	"github.com/gomlx/compute/dtypes"
+
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 )
 
@@ -23,19 +25,28 @@ import (
 //	m, l [KH, G, Bq]            acc [KH, G, Bq, Dh]
 //
 // A key is visible to a query when both are in the same document and the key's
-// position is not after the query's. The online softmax keeps the running max m
-// and the running sum l; masked scores contribute exactly zero, so a block with no
-// visible key leaves (m, l, acc) as they were.
+// position is not after the query's. The mask is added to the scores as a bias
+// (0, or maskFill for an invisible key), and a block pair whose keys are all
+// visible to all its queries runs a variant with no mask at all (most pairs of a
+// long causal sequence). The online softmax keeps the running max m and sum l.
+//
+// Exactness: an invisible key's term is exp(maskFill - m) = 0 once m is a real
+// score. A query that has seen no visible key yet has m = maskFill and collects
+// garbage terms of weight 1; the first visible key makes m real and the rescale
+// alpha = exp(maskFill - m) = 0 wipes them exactly. Every query sees at least one
+// key, itself, so the result is exact. In backward lse is real, so invisible
+// terms exp(s + maskFill - lse) are 0.
 
-// maskFill is the score given to invisible keys: far below any real score, but finite,
-// so exp(maskFill - maskFill) stays a number.
+// maskFill is the bias of an invisible key: far below any real score, but
+// finite, so exp(maskFill - maskFill) stays a number.
 const maskFill = -1e30
 
-// visible: [Bq, Bk] bool.
-func visible(qpos, kpos, qdoc, kdoc *Node) *Node {
+// maskBias: [Bq, Bk], 0 where visible, maskFill elsewhere.
+func maskBias(dtype dtypes.DType, qpos, kpos, qdoc, kdoc *Node) *Node {
 	sameDoc := Equal(ExpandAxes(qdoc, 1), ExpandAxes(kdoc, 0))
 	causal := LessOrEqual(ExpandAxes(kpos, 0), ExpandAxes(qpos, 1))
-	return LogicalAnd(sameDoc, causal)
+	g := qpos.Graph()
+	return Where(LogicalAnd(sameDoc, causal), ScalarZero(g, dtype), Scalar(g, dtype, maskFill))
 }
 
 // headMajorQ: [Bq, H, Dh] -> [KH, G*Bq, Dh].
@@ -48,25 +59,29 @@ func headMajorQ(c Config, q *Node) *Node {
 // headMajorKV: [Bk, KH, Dh] -> [KH, Bk, Dh].
 func headMajorKV(k *Node) *Node { return TransposeAllAxes(k, 1, 0, 2) }
 
-// scores: head-major qh [KH, G*Bq, Dh], kh [KH, Bk, Dh] -> scaled scores [KH, G, Bq, Bk]
-// and the mask [1, 1, Bq, Bk].
-func scores(c Config, qh, kh, qpos, kpos, qdoc, kdoc *Node) (s, mask *Node) {
-	bq, bk := qpos.Shape().Dimensions[0], kpos.Shape().Dimensions[0]
-	s = DotGeneral(qh, []int{2}, []int{0}, kh, []int{2}, []int{0}) // [KH, G*Bq, Bk]
-	s = MulScalar(Reshape(s, c.KVHeads, c.Heads/c.KVHeads, bq, bk), 1/math.Sqrt(float64(c.HeadDimension())))
-	mask = BroadcastToDims(ExpandAxes(visible(qpos, kpos, qdoc, kdoc), 0, 1), s.Shape().Dimensions...)
-	return s, mask
+// scale is the softmax temperature 1/sqrt(Dh).
+func scale(c Config) float64 { return 1 / math.Sqrt(float64(c.HeadDimension())) }
+
+// scores: head-major qh [KH, G*Bq, Dh] (already multiplied by scale: a pass over
+// the small q rather than the large scores), kh [KH, Bk, Dh] and an optional
+// bias [Bq, Bk] -> masked scores [KH, G, Bq, Bk].
+func scores(c Config, qh, kh, bias *Node) *Node {
+	bq, bk := qh.Shape().Dimensions[1]/(c.Heads/c.KVHeads), kh.Shape().Dimensions[1]
+	s := DotGeneral(qh, []int{2}, []int{0}, kh, []int{2}, []int{0}) // [KH, G*Bq, Bk]
+	s = Reshape(s, c.KVHeads, c.Heads/c.KVHeads, bq, bk)
+	if bias != nil {
+		s = Add(s, ExpandAxes(bias, 0, 1))
+	}
+	return s
 }
 
-// attnFwdBlock folds one key block into the running (m, l, acc) of a query block.
-func attnFwdBlock(c Config, q, k, v, qpos, kpos, qdoc, kdoc, m, l, acc *Node) (m2, l2, acc2 *Node) {
+// attnFwdBlock folds one key block into the running (m, l, acc) of a query
+// block; bias is nil for a fully visible pair.
+func attnFwdBlock(c Config, q, k, v, bias, m, l, acc *Node) (m2, l2, acc2 *Node) {
 	kv, g, bq, bk, hd := c.KVHeads, c.Heads/c.KVHeads, q.Shape().Dimensions[0], k.Shape().Dimensions[0], c.HeadDimension()
-	s, mask := scores(c, headMajorQ(c, q), headMajorKV(k), qpos, kpos, qdoc, kdoc)
-	fill := Scalar(s.Graph(), s.DType(), maskFill)
-	zero := ScalarZero(s.Graph(), s.DType())
-	s = Where(mask, s, fill)
+	s := scores(c, MulScalar(headMajorQ(c, q), scale(c)), headMajorKV(k), bias)
 	m2 = Max(m, ReduceMax(s, -1))
-	p := Where(mask, Exp(Sub(s, ExpandAxes(m2, -1))), zero) // [KH, G, Bq, Bk]
+	p := Exp(Sub(s, ExpandAxes(m2, -1))) // [KH, G, Bq, Bk]
 	alpha := Exp(Sub(m, m2))
 	l2 = Add(Mul(l, alpha), ReduceSum(p, -1))
 	pv := DotGeneral(Reshape(p, kv, g*bq, bk), []int{2}, []int{0}, headMajorKV(v), []int{1}, []int{0}) // [KH, G*Bq, Dh]
@@ -83,26 +98,25 @@ func attnFinish(m, l, acc *Node) (o, lse *Node) {
 }
 
 // attnBwdBlock: the contribution of one (query block, key block) pair to dq, dk, dv,
-// given the query block's lse and delta = rowsum(do * o) (both [Bq, KH, G]).
-func attnBwdBlock(c Config, q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta *Node) (dq, dk, dv *Node) {
+// given the query block's lse and delta = rowsum(do * o) (both [Bq, KH, G]);
+// bias is nil for a fully visible pair.
+func attnBwdBlock(c Config, q, k, v, bias, do, lse, delta *Node) (dq, dk, dv *Node) {
 	kv, g, bq, bk, hd := c.KVHeads, c.Heads/c.KVHeads, q.Shape().Dimensions[0], k.Shape().Dimensions[0], c.HeadDimension()
 	qh, kh, vh, doh := headMajorQ(c, q), headMajorKV(k), headMajorKV(v), headMajorQ(c, do)
-	s, mask := scores(c, qh, kh, qpos, kpos, qdoc, kdoc)
-	zero := ScalarZero(s.Graph(), s.DType())
-	fill := Scalar(s.Graph(), s.DType(), maskFill)
+	s := scores(c, MulScalar(qh, scale(c)), kh, bias)
 	lseH := ExpandAxes(TransposeAllAxes(lse, 1, 2, 0), -1) // [KH, G, Bq, 1]
 	deltaH := ExpandAxes(TransposeAllAxes(delta, 1, 2, 0), -1)
-	p := Where(mask, Exp(Sub(Where(mask, s, fill), lseH)), zero)                              // [KH, G, Bq, Bk]
+	p := Exp(Sub(s, lseH))                                                                    // [KH, G, Bq, Bk]
 	dp := Reshape(DotGeneral(doh, []int{2}, []int{0}, vh, []int{2}, []int{0}), kv, g, bq, bk) // do v^T
-	ds := MulScalar(Mul(p, Sub(dp, deltaH)), 1/math.Sqrt(float64(hd)))
+	ds := Mul(p, Sub(dp, deltaH))                                                             // the gradient of the unscaled scores is scale*ds: applied to dq, dk below
 	p3, ds3 := Reshape(p, kv, g*bq, bk), Reshape(ds, kv, g*bq, bk)
 	// dv^T = do^T p and dk^T = q^T ds, with do^T and q^T made explicitly: the left
 	// operand must have its contracting axis last, or the kernel transposes both
 	// operands, the [KH, G*Bq, Bk] scores included. Only small tensors move.
 	doT, qT := TransposeAllAxes(doh, 0, 2, 1), TransposeAllAxes(qh, 0, 2, 1)                    // [KH, Dh, G*Bq]
 	dv = TransposeAllAxes(DotGeneral(doT, []int{2}, []int{0}, p3, []int{1}, []int{0}), 2, 0, 1) // [Bk, KH, Dh]
-	dk = TransposeAllAxes(DotGeneral(qT, []int{2}, []int{0}, ds3, []int{1}, []int{0}), 2, 0, 1)
-	dqh := DotGeneral(ds3, []int{2}, []int{0}, kh, []int{1}, []int{0})                       // [KH, G*Bq, Dh]
+	dk = MulScalar(TransposeAllAxes(DotGeneral(qT, []int{2}, []int{0}, ds3, []int{1}, []int{0}), 2, 0, 1), scale(c))
+	dqh := MulScalar(DotGeneral(ds3, []int{2}, []int{0}, kh, []int{1}, []int{0}), scale(c))  // [KH, G*Bq, Dh]
 	dq = Reshape(TransposeAllAxes(Reshape(dqh, kv, g, bq, hd), 2, 0, 1, 3), bq, c.Heads, hd) // [Bq, H, Dh]
 	return dq, dk, dv
 }

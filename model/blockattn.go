@@ -23,22 +23,36 @@ func (t Tokens) Slice(start, end int) Tokens { return Tokens{t.Pos[start:end], t
 // Len is the number of tokens.
 func (t Tokens) Len() int { return len(t.Pos) }
 
-// anyVisible reports whether some query of qt may attend to some key of kt: for a
-// document present in both, its earliest key position must not follow its latest
-// query position.
-func anyVisible(qt, kt Tokens) bool {
-	latest := map[int32]int32{}
+// visibility says which keys of kt some query of qt may attend to: any (some
+// pair is visible, so the pair must be computed) and all (every pair is, so it
+// needs no mask). For a document present in both, a key is visible to the
+// queries whose position is not before its own.
+func visibility(qt, kt Tokens) (anyVis, allVis bool) {
+	type span struct{ lo, hi int32 }
+	q := map[int32]span{}
 	for i, d := range qt.Doc {
-		if p, ok := latest[d]; !ok || qt.Pos[i] > p {
-			latest[d] = qt.Pos[i]
+		p := qt.Pos[i]
+		if s, ok := q[d]; ok {
+			q[d] = span{min(s.lo, p), max(s.hi, p)}
+		} else {
+			q[d] = span{p, p}
 		}
 	}
+	allVis = len(q) == 1
 	for j, d := range kt.Doc {
-		if p, ok := latest[d]; ok && kt.Pos[j] <= p {
-			return true
+		s, ok := q[d]
+		if !ok {
+			allVis = false
+			continue
+		}
+		if kt.Pos[j] <= s.hi {
+			anyVis = true
+		}
+		if kt.Pos[j] > s.lo {
+			allVis = false
 		}
 	}
-	return false
+	return anyVis, anyVis && allVis
 }
 
 // BlockAttention is the blockwise attention schedule of one worker.
@@ -51,6 +65,19 @@ type block struct {
 	start, end int
 	tok        Tokens
 	pos, doc   *tensors.Tensor
+}
+
+// pairMask is the mask a (query block, key block) pair needs: skip when no key is
+// visible, nil when all are.
+func pairMask(qb, kb block) (mask *PairMask, skip bool) {
+	anyVis, allVis := visibility(qb.tok, kb.tok)
+	switch {
+	case !anyVis:
+		return nil, true
+	case allVis:
+		return nil, false
+	}
+	return &PairMask{QPos: qb.pos, KPos: kb.pos, QDoc: qb.doc, KDoc: kb.doc}, false
 }
 
 func cut(t Tokens, size int) []block {
@@ -97,10 +124,11 @@ func (f *AttnForward) Fold(k, v *tensors.Tensor, kt Tokens) error {
 	for _, kb := range cut(kt, f.b.BlockK) {
 		kk, vv := SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)
 		for i, qb := range f.qb {
-			if !anyVisible(qb.tok, kb.tok) {
+			mask, skip := pairMask(qb, kb)
+			if skip {
 				continue
 			}
-			s, err := f.b.P.AttnBlock(f.qs[i], kk, vv, qb.pos, kb.pos, qb.doc, kb.doc, f.states[i])
+			s, err := f.b.P.AttnBlock(f.qs[i], kk, vv, mask, f.states[i])
 			if err != nil {
 				return err
 			}
@@ -175,10 +203,11 @@ func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.T
 	for _, kb := range cut(kt, bw.b.BlockK) {
 		kk, vv := SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)
 		for i, qb := range bw.qb {
-			if !anyVisible(qb.tok, kb.tok) {
+			mask, skip := pairMask(qb, kb)
+			if skip {
 				continue
 			}
-			dq, dkb, dvb, err := bw.b.P.AttnBlockGrad(bw.qs[i], kk, vv, qb.pos, kb.pos, qb.doc, kb.doc, bw.dos[i], bw.lse[i], bw.dlt[i])
+			dq, dkb, dvb, err := bw.b.P.AttnBlockGrad(bw.qs[i], kk, vv, mask, bw.dos[i], bw.lse[i], bw.dlt[i])
 			if err != nil {
 				return nil, nil, err
 			}

@@ -2,6 +2,9 @@ package model
 
 import (
 	"fmt"
+	"sort"
+	"sync"
+	"time"
 
 	"github.com/gomlx/compute"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -20,8 +23,9 @@ type Pieces struct {
 	preAttn, preAttnVJP   *Exec
 	postAttn, postAttnVJP *Exec
 	headLoss, headVJP     *Exec
-	attnFwd, attnFinish   *Exec
-	attnBwd, attnDelta    *Exec
+	attnFwd, attnFwdFull  *Exec
+	attnBwd, attnBwdFull  *Exec
+	attnFinish, attnDelta *Exec
 }
 
 // LayerWeights are one layer's parameters, in the order the pieces take them.
@@ -91,7 +95,13 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 	})
 	// in: q, k, v, qpos, kpos, qdoc, kdoc, m, l, acc -> m, l, acc
 	p.attnFwd = mk("AttnBlock", func(in []*Node) []*Node {
-		m, l, acc := attnFwdBlock(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9])
+		bias := maskBias(in[0].DType(), in[3], in[4], in[5], in[6])
+		m, l, acc := attnFwdBlock(c, in[0], in[1], in[2], bias, in[7], in[8], in[9])
+		return []*Node{m, l, acc}
+	})
+	// in: q, k, v, m, l, acc -> m, l, acc (every key visible to every query)
+	p.attnFwdFull = mk("AttnBlockFull", func(in []*Node) []*Node {
+		m, l, acc := attnFwdBlock(c, in[0], in[1], in[2], nil, in[3], in[4], in[5])
 		return []*Node{m, l, acc}
 	})
 	// in: m, l, acc -> o, lse
@@ -101,7 +111,13 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 	})
 	// in: q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta -> dq, dk, dv
 	p.attnBwd = mk("AttnBlockGrad", func(in []*Node) []*Node {
-		dq, dk, dv := attnBwdBlock(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9])
+		bias := maskBias(in[0].DType(), in[3], in[4], in[5], in[6])
+		dq, dk, dv := attnBwdBlock(c, in[0], in[1], in[2], bias, in[7], in[8], in[9])
+		return []*Node{dq, dk, dv}
+	})
+	// in: q, k, v, do, lse, delta -> dq, dk, dv (every key visible to every query)
+	p.attnBwdFull = mk("AttnBlockGradFull", func(in []*Node) []*Node {
+		dq, dk, dv := attnBwdBlock(c, in[0], in[1], in[2], nil, in[3], in[4], in[5])
 		return []*Node{dq, dk, dv}
 	})
 	// in: do, o -> delta
@@ -118,7 +134,9 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 func (p *Pieces) Config() Config { return p.cfg }
 
 func run(e *Exec, want int, args ...any) ([]*tensors.Tensor, error) {
+	start := time.Now()
 	out, err := e.Exec(args...)
+	timings.add(e.Name(), time.Since(start))
 	if err != nil {
 		return nil, fmt.Errorf("model: %s: %w", e.Name(), err)
 	}
@@ -195,9 +213,19 @@ func (p *Pieces) HeadVJP(normW, wout, h, targets, weight, scale *tensors.Tensor)
 // AttnState is the running online-softmax state of one query block.
 type AttnState struct{ M, L, Acc *tensors.Tensor }
 
+// PairMask are a block pair's token positions and document ids (each [B] int32),
+// from which the graph builds the mask; nil means every key is visible to every query.
+type PairMask struct{ QPos, KPos, QDoc, KDoc *tensors.Tensor }
+
 // AttnBlock folds key block (k, v) into a query block's state.
-func (p *Pieces) AttnBlock(q, k, v, qpos, kpos, qdoc, kdoc *tensors.Tensor, s AttnState) (AttnState, error) {
-	out, err := run(p.attnFwd, 3, q, k, v, qpos, kpos, qdoc, kdoc, s.M, s.L, s.Acc)
+func (p *Pieces) AttnBlock(q, k, v *tensors.Tensor, mask *PairMask, s AttnState) (AttnState, error) {
+	var out []*tensors.Tensor
+	var err error
+	if mask == nil {
+		out, err = run(p.attnFwdFull, 3, q, k, v, s.M, s.L, s.Acc)
+	} else {
+		out, err = run(p.attnFwd, 3, q, k, v, mask.QPos, mask.KPos, mask.QDoc, mask.KDoc, s.M, s.L, s.Acc)
+	}
 	if err != nil {
 		return AttnState{}, err
 	}
@@ -224,10 +252,55 @@ func (p *Pieces) AttnDelta(do, o *tensors.Tensor) (*tensors.Tensor, error) {
 
 // AttnBlockGrad: one (query block, key block) pair's share of dq [Bq, H, Dh], dk, dv [Bk, KH, Dh].
 // do is [Bq, H, Dh].
-func (p *Pieces) AttnBlockGrad(q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
-	out, err := run(p.attnBwd, 3, q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta)
+func (p *Pieces) AttnBlockGrad(q, k, v *tensors.Tensor, mask *PairMask, do, lse, delta *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
+	var out []*tensors.Tensor
+	if mask == nil {
+		out, err = run(p.attnBwdFull, 3, q, k, v, do, lse, delta)
+	} else {
+		out, err = run(p.attnBwd, 3, q, k, v, mask.QPos, mask.KPos, mask.QDoc, mask.KDoc, do, lse, delta)
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	return out[0], out[1], out[2], nil
+}
+
+// PieceTime is the wall time spent in one kind of piece.
+type PieceTime struct {
+	Name  string
+	Calls int
+	Total time.Duration
+}
+
+type pieceTimings struct {
+	mu sync.Mutex
+	m  map[string]*PieceTime
+}
+
+var timings = &pieceTimings{m: map[string]*PieceTime{}}
+
+func (t *pieceTimings) add(name string, d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pt := t.m[name]
+	if pt == nil {
+		pt = &PieceTime{Name: name}
+		t.m[name] = pt
+	}
+	pt.Calls++
+	pt.Total += d
+}
+
+// PieceTimes returns the wall time spent in each kind of piece since the last
+// call (process-wide), most expensive first, and resets the counters.
+func PieceTimes() []PieceTime {
+	timings.mu.Lock()
+	defer timings.mu.Unlock()
+	var out []PieceTime
+	for _, pt := range timings.m {
+		out = append(out, *pt)
+	}
+	timings.m = map[string]*PieceTime{}
+	sort.Slice(out, func(i, j int) bool { return out[i].Total > out[j].Total })
+	return out
 }

@@ -22,9 +22,10 @@ func Default() Recipe {
 			InitStd:   0.02,
 		},
 		Data: DataConfig{
-			Tokenizer: "byte",
-			SeqLen:    1024,
-			Shuffle:   true,
+			Tokenizer:  "byte",
+			SeqLen:     1024,
+			Shuffle:    true,
+			Interleave: 8,
 		},
 		Parallel: ParallelConfig{Workers: 1},
 		Memory: MemoryConfig{

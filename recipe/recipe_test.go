@@ -48,7 +48,7 @@ func TestDefault(t *testing.T) {
 			Vocab: 256, Dim: 256, Layers: 4, Heads: 8, KVHeads: 4, HeadDim: 0, MLPDim: 688,
 			RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: false, DType: "float32", InitStd: 0.02,
 		},
-		Data:     recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true},
+		Data:     recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true, Interleave: 8},
 		Parallel: recipe.ParallelConfig{Workers: 1},
 		Memory:   recipe.MemoryConfig{Recompute: "layer", Offload: "none", AttnBlockQ: 256, AttnBlockK: 256},
 		Optim: recipe.OptimConfig{

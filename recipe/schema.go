@@ -43,6 +43,10 @@ type DataConfig struct {
 	Tokenizer string         `yaml:"tokenizer"` // byte
 	SeqLen    int            `yaml:"seq_len"`   // tokens per sequence
 	Shuffle   bool           `yaml:"shuffle"`   // shuffle documents each epoch (seeded by the recipe seed)
+	// Interleave is how many documents are read side by side: consecutive sequences
+	// come from different documents, so long documents do not fill whole stretches
+	// of training with one source. 1: documents strictly one after another.
+	Interleave int `yaml:"interleave"`
 }
 
 // SourceConfig is one data source.
@@ -50,6 +54,7 @@ type SourceConfig struct {
 	Type    string   `yaml:"type"`    // text_dir | text_file | jsonl
 	Path    string   `yaml:"path"`    // $VARS are expanded; $GOROOT falls back to `go env GOROOT`
 	Include []string `yaml:"include"` // text_dir: file-name globs (default: all files)
+	Exclude []string `yaml:"exclude"` // text_dir: directory-name globs skipped at any depth (testdata and hidden ones always are)
 	DocPer  string   `yaml:"doc_per"` // text_dir: file | directory (the files of each directory concatenated)
 	Field   string   `yaml:"field"`   // jsonl: the text field (default "text")
 }
@@ -61,7 +66,7 @@ type ParallelConfig struct {
 
 // MemoryConfig is how activations are kept and how attention is blocked.
 type MemoryConfig struct {
-	Recompute  string `yaml:"recompute"`    // layer: keep only layer inputs, recompute the inside in backward
+	Recompute  string `yaml:"recompute"`    // layer: keep only layer inputs, recompute the inside in backward; except_attention: also keep attention output and lse, recompute only projections and MLP
 	Offload    string `yaml:"offload"`      // none
 	AttnBlockQ int    `yaml:"attn_block_q"` // query block length of blockwise attention
 	AttnBlockK int    `yaml:"attn_block_k"` // key block length of blockwise attention

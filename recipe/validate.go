@@ -71,15 +71,21 @@ func (r Recipe) Validate() error {
 				c.add(key+".include."+strconv.Itoa(j), "bad glob %q: %v", g, err)
 			}
 		}
+		for j, g := range s.Exclude {
+			if _, err := filepath.Match(g, ""); err != nil {
+				c.add(key+".exclude."+strconv.Itoa(j), "bad glob %q: %v", g, err)
+			}
+		}
 	}
 	c.oneOf("data.tokenizer", d.Tokenizer, "byte")
 	c.atLeast("data.seq_len", d.SeqLen, 2) // one input and one target token
+	c.atLeast("data.interleave", d.Interleave, 1)
 
 	if r.Parallel.Workers != 1 {
 		c.add("parallel.workers", "only 1 worker is supported so far, got %d", r.Parallel.Workers)
 	}
 
-	c.oneOf("memory.recompute", r.Memory.Recompute, "layer")
+	c.oneOf("memory.recompute", r.Memory.Recompute, "layer", "except_attention")
 	c.oneOf("memory.offload", r.Memory.Offload, "none")
 	c.atLeast("memory.attn_block_q", r.Memory.AttnBlockQ, 1)
 	c.atLeast("memory.attn_block_k", r.Memory.AttnBlockK, 1)

@@ -58,7 +58,7 @@ func TestValidate(t *testing.T) {
 		{"workers", "parallel:\n  workers: 4\n", nil,
 			`recipe.yaml:6: parallel.workers: only 1 worker is supported so far, got 4`},
 		{"recompute", "memory: {recompute: none}\n", nil,
-			`recipe.yaml:5: memory.recompute: must be "layer" (the only one supported so far), got "none"`},
+			`recipe.yaml:5: memory.recompute: must be one of "layer", "except_attention", got "none"`},
 		{"offload", "memory: {offload: host}\n", nil,
 			`recipe.yaml:5: memory.offload: must be "none" (the only one supported so far), got "host"`},
 		{"attn_block_q", "memory: {attn_block_q: 0}\n", nil, `recipe.yaml:5: memory.attn_block_q: must be >= 1, got 0`},

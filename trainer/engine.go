@@ -13,11 +13,17 @@ import (
 // Engine runs the forward and backward of one worker's shard, layer by layer, the
 // way DESIGN.md draws the step: only each layer's input is stored; in backward the
 // layer's inside (PreAttn, attention, PostAttn) is recomputed from it.
+//
+// With KeepAttention (recompute: except_attention) the forward also saves each
+// layer's attention output and lse, and backward recomputes only the projections
+// and the MLP: at long lengths attention is most of the work, so this trades one
+// more [L, D] tensor per layer for about a quarter of the step.
 type Engine struct {
-	Pieces *model.Pieces
-	Attn   *model.BlockAttention
-	Params *model.Params
-	Store  ActivationStore
+	Pieces        *model.Pieces
+	Attn          *model.BlockAttention
+	Params        *model.Params
+	Store         ActivationStore
+	KeepAttention bool
 }
 
 // Grads are gradient accumulators, one per parameter, by name.
@@ -75,18 +81,18 @@ func (e *Engine) prepare(b data.Batch) (batchTensors, error) {
 	}, nil
 }
 
-// layerForward: h_l -> h_{l+1}.
-func (e *Engine) layerForward(l int, h *tensors.Tensor, bt batchTensors) (*tensors.Tensor, error) {
+// layerForward: h_l -> h_{l+1}, and the attention's output and lse.
+func (e *Engine) layerForward(l int, h *tensors.Tensor, bt batchTensors) (next, o, lse *tensors.Tensor, err error) {
 	w := e.Params.Layer(l)
 	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	o, _, err := e.Attn.Forward(q, k, v, bt.tok)
-	if err != nil {
-		return nil, err
+	if o, lse, err = e.Attn.Forward(q, k, v, bt.tok); err != nil {
+		return nil, nil, nil, err
 	}
-	return e.Pieces.PostAttn(w, h, o)
+	next, err = e.Pieces.PostAttn(w, h, o)
+	return next, o, lse, err
 }
 
 // ForwardBackward runs one micro-batch: the loss sum(weight*CE)*scale and, added
@@ -103,12 +109,18 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		if err := e.Store.Put(l, h); err != nil {
-			return 0, fmt.Errorf("trainer: store layer %d input: %w", l, err)
-		}
-		if h, err = e.layerForward(l, h, bt); err != nil {
+		next, o, lse, err := e.layerForward(l, h, bt)
+		if err != nil {
 			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
 		}
+		saved := []*tensors.Tensor{h}
+		if e.KeepAttention {
+			saved = append(saved, o, lse)
+		}
+		if err := e.Store.Put(l, saved); err != nil {
+			return 0, fmt.Errorf("trainer: store layer %d: %w", l, err)
+		}
+		h = next
 	}
 	head, err := e.Pieces.HeadVJP(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, model.NewScalar(p.DType, scale))
 	if err != nil {
@@ -122,11 +134,11 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		h, err := e.Store.Get(l)
+		saved, err := e.Store.Get(l)
 		if err != nil {
-			return 0, fmt.Errorf("trainer: reload layer %d input: %w", l, err)
+			return 0, fmt.Errorf("trainer: reload layer %d: %w", l, err)
 		}
-		if dh, err = e.layerBackward(l, h, dh, bt, grads); err != nil {
+		if dh, err = e.layerBackward(l, saved, dh, bt, grads); err != nil {
 			return 0, fmt.Errorf("trainer: layer %d backward: %w", l, err)
 		}
 	}
@@ -134,16 +146,20 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 	return model.ScalarValue(head.Loss), nil
 }
 
-// layerBackward recomputes layer l from its input h and pulls dhNext back through
-// it, adding the weight gradients into grads; it returns dh.
-func (e *Engine) layerBackward(l int, h, dhNext *tensors.Tensor, bt batchTensors, grads Grads) (*tensors.Tensor, error) {
+// layerBackward recomputes layer l from what was saved of it (its input h, and
+// maybe its attention output and lse) and pulls dhNext back through it, adding
+// the weight gradients into grads; it returns dh.
+func (e *Engine) layerBackward(l int, saved []*tensors.Tensor, dhNext *tensors.Tensor, bt batchTensors, grads Grads) (*tensors.Tensor, error) {
 	w := e.Params.Layer(l)
+	h := saved[0]
 	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
 	if err != nil {
 		return nil, err
 	}
-	o, lse, err := e.Attn.Forward(q, k, v, bt.tok)
-	if err != nil {
+	var o, lse *tensors.Tensor
+	if len(saved) == 3 {
+		o, lse = saved[1], saved[2]
+	} else if o, lse, err = e.Attn.Forward(q, k, v, bt.tok); err != nil {
 		return nil, err
 	}
 	post, err := e.Pieces.PostAttnVJP(w, h, o, dhNext)
@@ -181,7 +197,7 @@ func (e *Engine) Loss(ctx context.Context, b data.Batch, scale float64) (float64
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		if h, err = e.layerForward(l, h, bt); err != nil {
+		if h, _, _, err = e.layerForward(l, h, bt); err != nil {
 			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
 		}
 	}

@@ -152,10 +152,12 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 		dtype dtypes.DType
 		tol   float64
 		tied  bool
+		keep  bool // recompute: except_attention
 	}{
-		{"float64", dtypes.Float64, 1e-9, false},
-		{"float64 tied", dtypes.Float64, 1e-9, true},
-		{"float32", dtypes.Float32, 1e-4, false},
+		{"float64", dtypes.Float64, 1e-9, false, false},
+		{"float64 tied", dtypes.Float64, 1e-9, true, false},
+		{"float64 keep attention", dtypes.Float64, 1e-9, false, true},
+		{"float32", dtypes.Float32, 1e-4, false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,7 +178,7 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			eng := &trainer.Engine{Pieces: pieces, Params: params, Store: trainer.NewKeepStore(),
+			eng := &trainer.Engine{Pieces: pieces, Params: params, Store: trainer.NewKeepStore(), KeepAttention: tc.keep,
 				Attn: &model.BlockAttention{P: pieces, BlockQ: 8, BlockK: 5}}
 			grads := trainer.NewGrads(params)
 			loss, err := eng.ForwardBackward(context.Background(), b, 1/float64(b.NumTargets()), grads)

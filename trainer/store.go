@@ -6,41 +6,44 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 )
 
-// ActivationStore keeps each layer's input from the forward pass until backward
-// needs it. Put is called for layers in increasing order, Get in decreasing order;
-// Get may release what it returns. Implementations: keep (memory); host and disk
-// offload arrive with the memory work.
+// ActivationStore keeps what the forward pass saves of each layer (its input,
+// and with recompute: except_attention also the attention output and lse) until
+// backward needs it. Put is called for layers in increasing order, Get in
+// decreasing order; Get releases what it returns. Implementations: keep
+// (memory); host and disk offload arrive with the memory work.
 type ActivationStore interface {
-	Put(layer int, h *tensors.Tensor) error
-	Get(layer int) (*tensors.Tensor, error)
+	Put(layer int, ts []*tensors.Tensor) error
+	Get(layer int) ([]*tensors.Tensor, error)
 	// Bytes is the size of what is stored now.
 	Bytes() int64
 }
 
-// KeepStore holds layer inputs in memory.
-type KeepStore struct{ h map[int]*tensors.Tensor }
+// KeepStore holds the saved tensors in memory.
+type KeepStore struct{ saved map[int][]*tensors.Tensor }
 
 // NewKeepStore makes an empty in-memory store.
-func NewKeepStore() *KeepStore { return &KeepStore{h: map[int]*tensors.Tensor{}} }
+func NewKeepStore() *KeepStore { return &KeepStore{saved: map[int][]*tensors.Tensor{}} }
 
-func (s *KeepStore) Put(layer int, h *tensors.Tensor) error {
-	s.h[layer] = h
+func (s *KeepStore) Put(layer int, ts []*tensors.Tensor) error {
+	s.saved[layer] = ts
 	return nil
 }
 
-func (s *KeepStore) Get(layer int) (*tensors.Tensor, error) {
-	h, ok := s.h[layer]
+func (s *KeepStore) Get(layer int) ([]*tensors.Tensor, error) {
+	ts, ok := s.saved[layer]
 	if !ok {
-		return nil, fmt.Errorf("no stored input for layer %d", layer)
+		return nil, fmt.Errorf("nothing stored for layer %d", layer)
 	}
-	delete(s.h, layer)
-	return h, nil
+	delete(s.saved, layer)
+	return ts, nil
 }
 
 func (s *KeepStore) Bytes() int64 {
 	var n int64
-	for _, h := range s.h {
-		n += h.ByteSize()
+	for _, ts := range s.saved {
+		for _, t := range ts {
+			n += t.ByteSize()
+		}
 	}
 	return n
 }

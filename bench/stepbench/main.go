@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"slices"
 
+	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/recipe"
 	"github.com/torusml/torus/trainer"
 )
@@ -28,15 +29,16 @@ func main() {
 		layers  = flag.Int("layers", 4, "decoder layers")
 		profile = flag.String("cpuprofile", "", "write a CPU profile of the timed steps")
 		mode    = flag.String("mode", "step", "step | matmul-peak")
+		recomp  = flag.String("recompute", "layer", "memory.recompute: layer | except_attention")
 	)
 	flag.Parse()
-	if err := run(*mode, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers, *profile); err != nil {
+	if err := run(*mode, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers, *profile); err != nil {
 		fmt.Fprintln(os.Stderr, "stepbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mode string, seqLen, steps, warmup, blockQ, blockK, layers int, profile string) error {
+func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int, profile string) error {
 	if mode == "matmul-peak" {
 		gflops, err := matmulPeak()
 		if err != nil {
@@ -64,6 +66,7 @@ func run(mode string, seqLen, steps, warmup, blockQ, blockK, layers int, profile
 	r.Data.SeqLen, r.Data.Shuffle = seqLen, false
 	r.Model.Layers = layers
 	r.Memory.AttnBlockQ, r.Memory.AttnBlockK = blockQ, blockK
+	r.Memory.Recompute = recompute
 	r.Schedule.Steps, r.Schedule.WarmupSteps = steps+warmup, 0
 	t, err := trainer.New(r)
 	if err != nil {
@@ -90,6 +93,7 @@ func run(mode string, seqLen, steps, warmup, blockQ, blockK, layers int, profile
 		}
 		defer pprof.StopCPUProfile()
 	}
+	model.PieceTimes() // reset: count the timed steps only
 	var times []float64
 	for range steps {
 		s, err := step()
@@ -99,8 +103,14 @@ func run(mode string, seqLen, steps, warmup, blockQ, blockK, layers int, profile
 		times = append(times, s)
 	}
 	med := median(times)
+	var inPieces float64
+	for _, pt := range model.PieceTimes() {
+		inPieces += pt.Total.Seconds()
+		fmt.Fprintf(os.Stderr, "stepbench: %-18s %5d calls %8.3f s/step\n", pt.Name, pt.Calls/steps, pt.Total.Seconds()/float64(steps))
+	}
+	fmt.Fprintf(os.Stderr, "stepbench: outside pieces %.3f s/step of %.3f\n", med-inPieces/float64(steps), med)
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"impl": "torus", "seq_len": seqLen, "layers": layers, "block_q": blockQ, "block_k": blockK,
+		"impl": "torus", "seq_len": seqLen, "recompute": recompute, "layers": layers, "block_q": blockQ, "block_k": blockK,
 		"step_seconds_median": med, "step_seconds_all": times, "tokens_per_s": float64(seqLen) / med,
 		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": StepFLOPs(cfg, seqLen), "status": "ok",
 	})

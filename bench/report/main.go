@@ -1,0 +1,127 @@
+// Command benchreport turns the JSON lines of bench/run.sh into the table of
+// torus against PyTorch: step seconds, tokens/s, peak RSS and their ratios, and
+// torus's achieved GFLOP/s against the measured matmul peak.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+type row struct {
+	Impl      string    `json:"impl"`
+	SeqLen    int       `json:"seq_len"`
+	Status    string    `json:"status"`
+	Message   string    `json:"message"`
+	Median    float64   `json:"step_seconds_median"`
+	All       []float64 `json:"step_seconds_all"`
+	TokPerS   float64   `json:"tokens_per_s"`
+	PeakRSS   int64     `json:"peak_rss_bytes"`
+	FLOPs     float64   `json:"flops_per_step"`
+	MatmulGF  float64   `json:"matmul_gflops"`
+	Attention string    `json:"attention"`
+	Version   string    `json:"torch_version"`
+	Phase     string    `json:"phase"`
+	LoadAvg   string    `json:"loadavg"`
+	CPU       string    `json:"cpu"`
+	NProc     int       `json:"nproc"`
+	MemKiB    int64     `json:"mem_available_kib"`
+}
+
+func main() {
+	torus, torch := map[int]row{}, map[int]row{}
+	var peakTorus, peakTorch float64
+	var machine []row
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var r row
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			fmt.Fprintf(os.Stderr, "benchreport: skipping %q: %v\n", line, err)
+			continue
+		}
+		switch {
+		case r.Impl == "machine":
+			machine = append(machine, r)
+		case r.MatmulGF > 0 && r.Impl == "torus":
+			peakTorus = r.MatmulGF
+		case r.MatmulGF > 0:
+			peakTorch = r.MatmulGF
+		case r.Impl == "torus":
+			torus[r.SeqLen] = r
+		case r.Impl == "pytorch":
+			torch[r.SeqLen] = r
+		}
+	}
+	var lens []int
+	for l := range torus {
+		lens = append(lens, l)
+	}
+	for l := range torch {
+		if _, ok := torus[l]; !ok {
+			lens = append(lens, l)
+		}
+	}
+	sort.Ints(lens)
+
+	fmt.Println("Reference model: vocab 256, dim 256, 4 layers, 8 heads (4 kv), MLP 688, fp32, AdamW, batch 1; median of timed steps after warm-up.")
+	fmt.Printf("Float32 matmul peak (2048^3): torus/GoMLX %.0f GFLOP/s, PyTorch %.0f GFLOP/s\n\n", peakTorus, peakTorch)
+	fmt.Println("| seq_len | torus s/step | PyTorch s/step | torus tok/s | PyTorch tok/s | tok/s torus/PyTorch | torus peak RSS | PyTorch peak RSS | RSS torus/PyTorch | torus GFLOP/s (% of peak) |")
+	fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, l := range lens {
+		a, b := torus[l], torch[l]
+		okA, okB := a.Status == "ok", b.Status == "ok"
+		cell := func(ok bool, r row, f string, v float64) string {
+			if !ok {
+				if r.Status == "" {
+					return "not run"
+				}
+				return r.Status
+			}
+			return fmt.Sprintf(f, v)
+		}
+		ratio := func(x, y float64) string {
+			if !okA || !okB || y == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.2fx", x/y)
+		}
+		gf := "n/a"
+		if okA && a.Median > 0 && a.FLOPs > 0 {
+			g := a.FLOPs / a.Median / 1e9
+			gf = fmt.Sprintf("%.1f", g)
+			if peakTorus > 0 {
+				gf += fmt.Sprintf(" (%.0f%%)", 100*g/peakTorus)
+			}
+		}
+		fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", l,
+			cell(okA, a, "%.3f", a.Median), cell(okB, b, "%.3f", b.Median),
+			cell(okA, a, "%.0f", a.TokPerS), cell(okB, b, "%.0f", b.TokPerS), ratio(a.TokPerS, b.TokPerS),
+			cell(okA, a, "%.0f MiB", mib(a.PeakRSS)), cell(okB, b, "%.0f MiB", mib(b.PeakRSS)), ratio(float64(a.PeakRSS), float64(b.PeakRSS)), gf)
+	}
+	for _, l := range lens {
+		if b := torch[l]; b.Status != "" && b.Status != "ok" {
+			fmt.Printf("\nPyTorch at %d: %s (%s): torus's figure stands alone.", l, b.Status, b.Message)
+		}
+	}
+	for _, l := range lens {
+		if b := torch[l]; b.Status == "ok" && b.Attention != "" {
+			fmt.Printf("\nPyTorch %s, attention path: %s.", b.Version, b.Attention)
+			break
+		}
+	}
+	fmt.Println("\n\nMachine state:")
+	for _, m := range machine {
+		fmt.Printf("  %-12s %s  load %s  %d cores  %.1f GiB available\n", m.Phase, m.CPU, m.LoadAvg, m.NProc, float64(m.MemKiB)/(1<<20))
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }

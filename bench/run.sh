@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make bench: torus's training step beside PyTorch's, on this machine, in one run.
+#
+# For each sequence length: torus (bench/stepbench: the real Trainer.Step on the
+# reference model) and PyTorch (bench/torch: the same model and step, Debian's
+# python3-torch, 2 threads, its best settings), median of 5 steps after a warm-up,
+# each in a process of its own so peak RSS is the step's. Then each side's float32
+# matmul peak, and the table with ratios (bench/report). Raw JSON lines are kept
+# in bench/results/.
+#
+#   BENCH_LENGTHS="1024 4096 16384"   lengths to run
+#   BENCH_STEPS=5                      timed steps per length
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOEXPERIMENT=${GOEXPERIMENT:-simd} GOFLAGS=${GOFLAGS:--buildvcs=false}
+lengths=${BENCH_LENGTHS:-"1024 4096 16384"}
+steps=${BENCH_STEPS:-5}
+mkdir -p bench/results bin
+out="bench/results/$(date -u +%Y%m%d-%H%M%S).jsonl"
+
+bash bench/torch/install.sh >&2 || { echo "bench: could not install python3-torch" >&2; exit 1; }
+go build -o bin/stepbench ./bench/stepbench || exit 1
+go build -o bin/benchreport ./bench/report || exit 1
+
+state() { # the machine's state, beside every figure
+  printf '{"impl":"machine","when":"%s","phase":"%s","nproc":%s,"loadavg":"%s","mem_available_kib":%s,"cpu":"%s"}\n' \
+    "$(date -u +%FT%TZ)" "$1" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+    "$(awk '/MemAvailable/{print $2}' /proc/meminfo)" "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+}
+
+{
+  state start
+  ./bin/stepbench --mode matmul-peak
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+    /usr/bin/python3 bench/torch/step.py --mode matmul-peak --threads 2
+  for L in $lengths; do
+    echo "bench: seq_len $L: torus" >&2
+    ./bin/stepbench --seq-len "$L" --steps "$steps" --warmup 1 \
+      || printf '{"impl":"torus","seq_len":%s,"status":"failed"}\n' "$L"
+    echo "bench: seq_len $L: pytorch" >&2
+    bash bench/torch/run.sh --steps "$steps" --warmup 1 --timeout-s 600 "$L"
+    state "after $L"
+  done
+} | tee "$out"
+echo >&2
+./bin/benchreport < "$out"
+echo "raw results: $out" >&2
