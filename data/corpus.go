@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // SourceConfig is one data source; the fields are those of the recipe's
@@ -12,6 +13,7 @@ type SourceConfig struct {
 	Type    string   // text_file | text_dir | jsonl
 	Path    string   // $VAR and ${VAR} are expanded; $GOROOT falls back to `go env GOROOT`
 	Include []string // text_dir: globs on the file's base name (filepath.Match); empty: all files
+	Exclude []string // text_dir: globs on directory base names skipped, with all below them, at any depth; other types: only checked
 	DocPer  string   // text_dir: file (default) | directory (a directory's files, concatenated)
 	Field   string   // jsonl: the string field holding the text (default "text")
 }
@@ -76,11 +78,16 @@ func openSource(s SourceConfig) ([]DocRef, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, g := range s.Exclude { // checked for every type, so that a typo fails whatever the type
+		if _, err := filepath.Match(g, ""); err != nil {
+			return nil, fmt.Errorf("%s: exclude %q: %w", path, g, err)
+		}
+	}
 	switch s.Type {
 	case "text_file":
 		return listTextFile(path)
 	case "text_dir":
-		return listTextDir(path, s.Include, s.DocPer)
+		return listTextDir(path, s.Include, s.Exclude, s.DocPer)
 	case "jsonl":
 		return listJSONL(path, s.Field)
 	}

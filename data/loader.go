@@ -11,6 +11,14 @@ type LoaderConfig struct {
 	SeqLen  int    // tokens per sequence; >= 2
 	Shuffle bool   // a fresh permutation of the documents every epoch; false: corpus order
 	Seed    uint64 // with the epoch, seeds the permutation
+
+	// Lanes is how many documents are read side by side. 0 or 1: one stream.
+	// K > 1: each epoch's order is dealt round-robin to K lanes, each packed
+	// as its own stream, and Next takes a sequence from each lane in turn, so
+	// that consecutive sequences come from different documents. More lanes
+	// than documents is allowed and means one lane per document: the count is
+	// capped at the corpus size, since an extra lane would have no document.
+	Lanes int
 }
 
 // Validate reports a config that cannot pack.
@@ -18,39 +26,47 @@ func (c LoaderConfig) Validate() error {
 	if c.SeqLen < 2 {
 		return fmt.Errorf("data: seq_len must be >= 2, got %d", c.SeqLen)
 	}
+	if c.Lanes < 0 {
+		return fmt.Errorf("data: lanes must be >= 0 (0 or 1: one stream), got %d", c.Lanes)
+	}
 	return nil
-}
-
-// Cursor is a position in the document stream: the epoch, the index into that
-// epoch's order of documents, and the token offset in that document. It is
-// what a checkpoint stores to resume the data exactly.
-type Cursor struct {
-	Epoch  int `json:"epoch"`
-	Doc    int `json:"doc"`
-	Offset int `json:"offset"`
 }
 
 // Loader packs the token stream of a corpus into sequences; see the package
 // doc for the rule. The stream, and so every batch, is a function of the
 // corpus, the tokenizer, the config and the starting cursor only.
 //
-// A Loader reads one document at a time and caches the tokens of the last one
-// read. It is not safe for concurrent use.
+// With K lanes, lane j packs the documents at indices j, j+K, j+2K, ... of
+// each epoch's order, epoch after epoch (each lane passes into its next
+// epoch on its own), and the n-th call to Next returns the next sequence of
+// lane n mod K.
+//
+// A Loader reads one document at a time and caches, per lane, the tokens of
+// the last document that lane read. It is not safe for concurrent use.
 type Loader struct {
 	corpus *Corpus
 	tok    Tokenizer
 	cfg    LoaderConfig
-	cur    Cursor // where the next sequence starts
+	lanes  []lane // [K], K = min(max(Lanes, 1), corpus size)
+	next   int    // the lane of the next sequence: sequences returned so far, mod K
 
-	orders  map[int][]int // epoch -> document order; only epochs next to the cursor's
+	orders  map[int][]int // epoch -> document order; only epochs some lane may still read
 	ident   []int         // the order when not shuffling
-	cached  int           // corpus index of toks; -1: none
-	toks    []int32
-	scratch []int32 // [L+1] the stream of the sequence being packed
-	segs    []int32 // [L+1] segment id of each stream token
+	empty   []bool        // corpus index -> found to have no tokens; nil until one is
+	nEmpty  int           // true entries of empty
+	scratch []int32       // [L+1] the stream of the sequence being packed
+	segs    []int32       // [L+1] segment id of each stream token
 }
 
-// NewLoader returns a loader at the start of epoch 0. It reads no document.
+// lane is one stream of documents and its reading state.
+type lane struct {
+	pos    LaneCursor // where its next sequence starts
+	cached int        // corpus index of toks; -1: none
+	toks   []int32
+}
+
+// NewLoader returns a loader at the start of epoch 0: lane j at the j-th
+// document of the order. It reads no document.
 func NewLoader(c *Corpus, tok Tokenizer, cfg LoaderConfig) (*Loader, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -65,10 +81,13 @@ func NewLoader(c *Corpus, tok Tokenizer, cfg LoaderConfig) (*Loader, error) {
 		corpus:  c,
 		tok:     tok,
 		cfg:     cfg,
+		lanes:   make([]lane, min(max(cfg.Lanes, 1), c.Len())),
 		orders:  map[int][]int{},
-		cached:  -1,
 		scratch: make([]int32, cfg.SeqLen+1),
 		segs:    make([]int32, cfg.SeqLen+1),
+	}
+	for j := range l.lanes {
+		l.lanes[j] = lane{pos: LaneCursor{Doc: j}, cached: -1}
 	}
 	if !cfg.Shuffle {
 		l.ident = make([]int, c.Len())
@@ -79,62 +98,48 @@ func NewLoader(c *Corpus, tok Tokenizer, cfg LoaderConfig) (*Loader, error) {
 	return l, nil
 }
 
-// Cursor is where the next call to Next starts.
-func (l *Loader) Cursor() Cursor { return l.cur }
-
-// Seek moves the loader to c, typically a Cursor saved earlier by a loader of
-// the same corpus, tokenizer and config; the batches that follow are those
-// that loader produced after it. An offset past the document's end is an
-// error, so Seek may read that one document.
-func (l *Loader) Seek(c Cursor) error {
-	n := l.corpus.Len()
-	switch {
-	case c.Epoch < 0:
-		return fmt.Errorf("data: seek %+v: negative epoch", c)
-	case c.Doc < 0 || c.Doc >= n:
-		return fmt.Errorf("data: seek %+v: doc out of range [0, %d)", c, n)
-	case c.Offset < 0:
-		return fmt.Errorf("data: seek %+v: negative offset", c)
-	}
-	if c.Offset > 0 {
-		toks, err := l.tokens(c)
-		if err != nil {
-			return fmt.Errorf("data: seek %+v: %w", c, err)
+// Next packs the next sequence, from lane n mod K after n sequences.
+func (l *Loader) Next() (Batch, error) {
+	j := l.next
+	b, pos, err := l.pack(&l.lanes[j], j)
+	if err != nil {
+		if len(l.lanes) > 1 {
+			return Batch{}, fmt.Errorf("data: next batch: lane %d: %w", j, err)
 		}
-		if c.Offset >= len(toks) {
-			return fmt.Errorf("data: seek %+v: offset past the end of %s (%d tokens)", c, l.doc(c).Name, len(toks))
-		}
+		return Batch{}, fmt.Errorf("data: next batch: %w", err)
 	}
-	l.cur = c
-	return nil
+	l.lanes[j].pos = pos
+	l.next = (j + 1) % len(l.lanes)
+	return b, nil
 }
 
-// Next packs the next sequence: the L+1 stream tokens from the cursor, of
-// which it consumes L (the last one starts the next sequence too).
-func (l *Loader) Next() (Batch, error) {
+// pack packs lane j's next sequence: the L+1 tokens of its stream from its
+// position, of which it consumes L (the last one starts the lane's next
+// sequence too). It returns the sequence and the lane's position after it.
+func (l *Loader) pack(ln *lane, j int) (Batch, LaneCursor, error) {
 	L := l.cfg.SeqLen
 	stream, segs := l.scratch, l.segs
 	b := newBatch(L)
-	p, next := l.cur, l.cur
+	p, next := ln.pos, ln.pos
 	seg := int32(-1)
-	empty := 0 // consecutive documents without tokens
+	run := 0 // consecutive documents without tokens
 	for n := 0; n <= L; {
-		toks, err := l.tokens(p)
+		toks, err := l.tokens(ln, p)
 		if err != nil {
-			return Batch{}, fmt.Errorf("data: next batch: %w", err)
+			return Batch{}, LaneCursor{}, err
 		}
 		if p.Offset >= len(toks) { // a document with no tokens
-			// 2n consecutive positions cover a whole epoch.
-			if empty++; empty > 2*l.corpus.Len() {
-				return Batch{}, errors.New("data: next batch: no document has any tokens")
+			run++
+			if err := l.noTokens(j, p, run); err != nil {
+				return Batch{}, LaneCursor{}, err
 			}
 			p = l.advance(p)
 			continue
 		}
-		empty = 0
+		run = 0
 		take := min(len(toks)-p.Offset, L+1-n)
 		if n+take == L+1 { // the last piece: its stream[L] starts the next sequence
-			next = Cursor{Epoch: p.Epoch, Doc: p.Doc, Offset: p.Offset + L - n}
+			next = LaneCursor{Epoch: p.Epoch, Doc: p.Doc, Offset: p.Offset + L - n}
 		}
 		seg++
 		copy(stream[n:], toks[p.Offset:p.Offset+take])
@@ -157,45 +162,67 @@ func (l *Loader) Next() (Batch, error) {
 			b.Weight[i] = 1
 		}
 	}
-	l.cur = next
-	return b, nil
+	return b, next, nil
 }
 
-// advance is the start of the document after p's, in the next epoch after the
-// last one.
-func (l *Loader) advance(p Cursor) Cursor {
-	p.Doc, p.Offset = p.Doc+1, 0
-	if p.Doc == l.corpus.Len() {
-		p.Epoch, p.Doc = p.Epoch+1, 0
+// advance is the start of the lane's document after p's: K further along the
+// order, or the lane's first one (index j = p.Doc mod K) of the next epoch.
+func (l *Loader) advance(p LaneCursor) LaneCursor {
+	K := len(l.lanes)
+	p.Doc, p.Offset = p.Doc+K, 0
+	if p.Doc >= l.corpus.Len() {
+		p.Epoch, p.Doc = p.Epoch+1, p.Doc%K
 	}
 	return p
 }
 
+// noTokens records that the document at p, run-th in a row of lane j without
+// tokens, has none (only a tokenizer that encodes some text to nothing can
+// cause that), and returns an error when the lane can never fill a sequence:
+// no document has tokens, or, in corpus order, the lane always reads the same
+// documents and has now seen each of them empty.
+func (l *Loader) noTokens(j int, p LaneCursor, run int) error {
+	n, K := l.corpus.Len(), len(l.lanes)
+	if l.empty == nil {
+		l.empty = make([]bool, n)
+	}
+	if i := l.order(p.Epoch)[p.Doc]; !l.empty[i] {
+		l.empty[i], l.nEmpty = true, l.nEmpty+1
+	}
+	if l.nEmpty == n {
+		return errors.New("no document has any tokens")
+	}
+	if share := (n - j + K - 1) / K; !l.cfg.Shuffle && run >= share {
+		return fmt.Errorf("the lane's documents (corpus indices %d, %d+%d, ... below %d) have no tokens; use fewer lanes", j, j, K, n)
+	}
+	return nil
+}
+
 // doc is the document at p.
-func (l *Loader) doc(p Cursor) *DocRef {
+func (l *Loader) doc(p LaneCursor) *DocRef {
 	return &l.corpus.docs[l.order(p.Epoch)[p.Doc]]
 }
 
 // tokens returns the tokens of the document at p, reading it unless it is the
-// cached one.
-func (l *Loader) tokens(p Cursor) ([]int32, error) {
+// one the lane has cached.
+func (l *Loader) tokens(ln *lane, p LaneCursor) ([]int32, error) {
 	i := l.order(p.Epoch)[p.Doc]
-	if i == l.cached {
-		return l.toks, nil
+	if i == ln.cached {
+		return ln.toks, nil
 	}
 	d := &l.corpus.docs[i]
 	text, err := d.read()
 	if err != nil {
 		return nil, fmt.Errorf("epoch %d, doc %d: read document %d (%s): %w", p.Epoch, p.Doc, i, d.Name, err)
 	}
-	l.cached, l.toks = i, l.tok.Encode(text)
-	return l.toks, nil
+	ln.cached, ln.toks = i, l.tok.Encode(text)
+	return ln.toks, nil
 }
 
 // order returns the document order of an epoch: the corpus order, or a
 // permutation drawn from PCG(Seed, epoch). It keeps the orders of the epochs
-// next to the requested one, since a sequence that spans an epoch boundary
-// asks for both.
+// from the earliest one a lane is in: lanes pass into their next epochs at
+// different times, and a sequence that spans an epoch boundary asks for both.
 func (l *Loader) order(epoch int) []int {
 	if !l.cfg.Shuffle {
 		return l.ident
@@ -203,8 +230,12 @@ func (l *Loader) order(epoch int) []int {
 	if o, ok := l.orders[epoch]; ok {
 		return o
 	}
+	first := epoch
+	for _, ln := range l.lanes {
+		first = min(first, ln.pos.Epoch)
+	}
 	for e := range l.orders {
-		if e < epoch-1 || e > epoch+1 {
+		if e < first {
 			delete(l.orders, e)
 		}
 	}

@@ -44,7 +44,7 @@ func TestPackHandMade(t *testing.T) {
 				batch("ijab", "jabc", []int32{0, 0, 1, 1}, []int32{0, 1, 0, 1}, "1011"),
 				batch("cdef", "defg", []int32{0, 1, 1, 1}, []int32{0, 0, 1, 2}, "0111"),
 			},
-			cursors: []data.Cursor{{0, 1, 1}, {0, 2, 0}, {1, 0, 2}, {1, 1, 3}},
+			cursors: []data.Cursor{{Epoch: 0, Doc: 1, Offset: 1}, {Epoch: 0, Doc: 2, Offset: 0}, {Epoch: 1, Doc: 0, Offset: 2}, {Epoch: 1, Doc: 1, Offset: 3}},
 		},
 		{
 			name:   "one-token document",
@@ -54,7 +54,7 @@ func TestPackHandMade(t *testing.T) {
 				batch("xy", "yz", []int32{0, 1}, []int32{0, 0}, "01"),
 				batch("zx", "xy", []int32{0, 1}, []int32{0, 0}, "00"),
 			},
-			cursors: []data.Cursor{{0, 1, 1}, {1, 1, 0}},
+			cursors: []data.Cursor{{Epoch: 0, Doc: 1, Offset: 1}, {Epoch: 1, Doc: 1, Offset: 0}},
 		},
 		{
 			// One document repeated: each epoch is a new segment.
@@ -65,7 +65,7 @@ func TestPackHandMade(t *testing.T) {
 				batch("aba", "bab", []int32{0, 0, 1}, []int32{0, 1, 0}, "101"),
 				batch("bab", "aba", []int32{0, 1, 1}, []int32{0, 0, 1}, "010"),
 			},
-			cursors: []data.Cursor{{1, 0, 1}, {3, 0, 0}},
+			cursors: []data.Cursor{{Epoch: 1, Doc: 0, Offset: 1}, {Epoch: 3, Doc: 0, Offset: 0}},
 		},
 		{
 			name:   "sequence inside one document",
@@ -77,7 +77,7 @@ func TestPackHandMade(t *testing.T) {
 				batch("ghi", "hij", []int32{0, 0, 0}, []int32{0, 1, 2}, "111"),
 				batch("jab", "abc", []int32{0, 1, 1}, []int32{0, 0, 1}, "011"),
 			},
-			cursors: []data.Cursor{{0, 0, 3}, {0, 0, 6}, {0, 0, 9}, {1, 0, 2}},
+			cursors: []data.Cursor{{Epoch: 0, Doc: 0, Offset: 3}, {Epoch: 0, Doc: 0, Offset: 6}, {Epoch: 0, Doc: 0, Offset: 9}, {Epoch: 1, Doc: 0, Offset: 2}},
 		},
 	}
 	for _, tt := range tests {
@@ -94,7 +94,7 @@ func TestPackHandMade(t *testing.T) {
 				if n := strings.Count(fmt.Sprint(want.Weight), "1"); got.NumTargets() != n {
 					t.Errorf("batch %d: NumTargets = %d, want %d", i, got.NumTargets(), n)
 				}
-				if c := l.Cursor(); c != tt.cursors[i] {
+				if c := l.Cursor(); !reflect.DeepEqual(c, tt.cursors[i]) {
 					t.Errorf("cursor after batch %d = %+v, want %+v", i, c, tt.cursors[i])
 				}
 			}
@@ -196,7 +196,7 @@ func TestShuffleEpochs(t *testing.T) {
 			if b.NumTargets() != 0 {
 				t.Errorf("one-token documents gave %d targets", b.NumTargets())
 			}
-			if c := l.Cursor(); c != (data.Cursor{Epoch: epoch + 1}) {
+			if c := l.Cursor(); !reflect.DeepEqual(c, data.Cursor{Epoch: epoch + 1}) {
 				t.Errorf("cursor after epoch %d = %+v", epoch, c)
 			}
 			seen[order] = true

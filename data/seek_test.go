@@ -107,7 +107,7 @@ func TestSeekErrors(t *testing.T) {
 			t.Errorf("Seek(%+v) error = %v, want one about %s", tt.cur, err, tt.want)
 		}
 	}
-	if l.Cursor() != (data.Cursor{}) {
+	if !reflect.DeepEqual(l.Cursor(), data.Cursor{}) {
 		t.Errorf("failed seeks moved the cursor to %+v", l.Cursor())
 	}
 	if err := l.Seek(data.Cursor{Epoch: 5, Doc: 1, Offset: 4}); err != nil {

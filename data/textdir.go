@@ -12,11 +12,12 @@ import (
 // listTextDir walks root and lists its documents: one per matching file, or,
 // with docPer "directory", one per directory that has a matching file.
 //
-// The walk skips hidden directories and directories named testdata (below
-// root), non-regular files (symlinks included), files whose base name matches
-// none of include (when include is not empty), and empty files, which have no
-// text to learn from.
-func listTextDir(root string, include []string, docPer string) ([]DocRef, error) {
+// The walk skips, below root, hidden directories, directories named testdata
+// and directories whose base name matches a glob of exclude (each with all
+// below it); it skips non-regular files (symlinks included), files whose base
+// name matches none of include (when include is not empty), and empty files,
+// which have no text to learn from. The caller checked the exclude globs.
+func listTextDir(root string, include, exclude []string, docPer string) ([]DocRef, error) {
 	for _, g := range include {
 		if _, err := filepath.Match(g, ""); err != nil {
 			return nil, fmt.Errorf("%s: include %q: %w", root, g, err)
@@ -44,11 +45,14 @@ func listTextDir(root string, include []string, docPer string) ([]DocRef, error)
 			return nil, err
 		}
 	}
-	files, err := matchingFiles(root, include)
+	files, err := matchingFiles(root, include, exclude)
 	if err != nil {
 		return nil, err
 	}
 	if len(files) == 0 {
+		if len(exclude) > 0 {
+			return nil, fmt.Errorf("%s: no documents: no non-empty regular file outside the directories excluded by %q matches include %q", root, exclude, include)
+		}
 		return nil, fmt.Errorf("%s: no documents: no non-empty regular file matches include %q", root, include)
 	}
 	if !byDir {
@@ -78,19 +82,19 @@ func listTextDir(root string, include []string, docPer string) ([]DocRef, error)
 
 // matchingFiles returns the sorted paths of the non-empty regular files under
 // root that listTextDir keeps.
-func matchingFiles(root string, include []string) ([]string, error) {
+func matchingFiles(root string, include, exclude []string) ([]string, error) {
 	var files []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() {
-			if p != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") {
+			if name := d.Name(); p != root && (strings.HasPrefix(name, ".") || name == "testdata" || matchAny(exclude, name)) {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		if !d.Type().IsRegular() || !matchAny(include, d.Name()) {
+		if !d.Type().IsRegular() || (len(include) > 0 && !matchAny(include, d.Name())) {
 			return nil
 		}
 		fi, err := d.Info()
@@ -109,12 +113,9 @@ func matchingFiles(root string, include []string) ([]string, error) {
 	return files, nil
 }
 
-// matchAny reports whether name matches one of the globs; no globs match all.
-// The globs were checked by listTextDir, so Match cannot fail here.
+// matchAny reports whether name matches one of the globs. The globs were
+// checked up front, so Match cannot fail here.
 func matchAny(globs []string, name string) bool {
-	if len(globs) == 0 {
-		return true
-	}
 	for _, g := range globs {
 		if ok, _ := filepath.Match(g, name); ok {
 			return true

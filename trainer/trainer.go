@@ -150,7 +150,7 @@ func loadParams(r recipe.Recipe) (*model.Params, error) {
 func openData(r recipe.Recipe) (*data.Loader, error) {
 	var srcs []data.SourceConfig
 	for _, s := range r.Data.Sources {
-		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, DocPer: s.DocPer, Field: s.Field})
+		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field})
 	}
 	corpus, err := data.OpenCorpus(srcs)
 	if err != nil {
@@ -160,7 +160,7 @@ func openData(r recipe.Recipe) (*data.Loader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: r.Data.SeqLen, Shuffle: r.Data.Shuffle, Seed: uint64(r.Seed)})
+	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: r.Data.SeqLen, Shuffle: r.Data.Shuffle, Seed: uint64(r.Seed), Lanes: r.Data.Interleave})
 }
 
 // StepNum is the number of optimizer steps taken.
