@@ -28,11 +28,7 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	if _, err := os.Stat(dir.Metrics()); err == nil {
 		return fmt.Errorf("run directory %s already holds a run (%s): choose another --out or remove it", dir, dir.Metrics())
 	}
-	y, err := t.Recipe.YAML()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(dir.Recipe(), y, 0o644); err != nil {
+	if err := os.WriteFile(dir.Recipe(), t.Config.RecipeYAML, 0o644); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
 	mf, err := os.OpenFile(dir.Metrics(), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
@@ -41,7 +37,7 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	}
 	defer mf.Close()
 	enc := json.NewEncoder(mf)
-	for t.step < t.Recipe.Schedule.Steps {
+	for t.step < t.Config.Schedule.Steps {
 		st, err := t.Step(ctx)
 		if err != nil {
 			return err

@@ -2,19 +2,16 @@ package trainer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/gomlx/compute"
-	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
-	"github.com/torusml/torus/recipe"
 )
 
 // StepStats is what one optimizer step did: one line of metrics.jsonl.
@@ -31,30 +28,29 @@ type StepStats struct {
 
 // Trainer owns one worker's model, optimizer and data, and runs steps.
 type Trainer struct {
-	Recipe recipe.Recipe
+	Config Config
 	Engine *Engine
 	Params *model.Params
 
 	backend compute.Backend
 	loader  *data.Loader
 	opt     *optim.AdamW
-	sched   optim.Schedule
 	grads   Grads
 	order   []string // parameter names in order
 	step    int
 }
 
-// New builds a trainer from a validated recipe: backend, parameters (fresh or
-// from model.from), compiled pieces, data and optimizer.
-func New(r recipe.Recipe) (*Trainer, error) {
-	if err := r.Validate(); err != nil {
+// New builds a trainer: backend, parameters (fresh or loaded), compiled pieces,
+// data and optimizer.
+func New(c Config) (*Trainer, error) {
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	backend, err := NewBackend(r.Backend)
+	backend, err := NewBackend(c.Backend)
 	if err != nil {
 		return nil, err
 	}
-	params, err := loadParams(r)
+	params, err := loadParams(c)
 	if err != nil {
 		return nil, err
 	}
@@ -62,37 +58,30 @@ func New(r recipe.Recipe) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	loader, err := openData(r)
+	loader, err := openData(c)
 	if err != nil {
 		return nil, err
 	}
-	sched := optim.Schedule{LR: r.Optim.LR, WarmupSteps: r.Schedule.WarmupSteps, Steps: r.Schedule.Steps,
-		Decay: r.Schedule.Decay, MinLRRatio: r.Schedule.MinLRRatio}
-	acfg := optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2, Eps: r.Optim.Eps, WeightDecay: r.Optim.WeightDecay}
-	if err := errors.Join(sched.Validate(), acfg.Validate()); err != nil {
-		return nil, err
-	}
 	return &Trainer{
-		Recipe: r,
+		Config: c,
 		Params: params,
 		Engine: &Engine{
 			Pieces:        pieces,
 			Params:        params,
-			Attn:          &model.BlockAttention{P: pieces, BlockQ: r.Memory.AttnBlockQ, BlockK: r.Memory.AttnBlockK},
+			Attn:          &model.BlockAttention{P: pieces, BlockQ: c.AttnBlockQ, BlockK: c.AttnBlockK},
 			Store:         NewKeepStore(),
-			KeepAttention: r.Memory.Recompute == "except_attention",
+			KeepAttention: c.KeepAttention,
 		},
 		backend: backend,
 		loader:  loader,
-		opt:     optim.NewAdamW(acfg),
-		sched:   sched,
+		opt:     optim.NewAdamW(c.AdamW),
 		grads:   NewGrads(params),
 		order:   params.Names(),
 	}, nil
 }
 
-// NewBackend returns the compute backend a recipe names. "auto" is the pure-Go
-// backend until the XLA/CUDA path is built.
+// NewBackend returns the compute backend named. "auto" is the pure-Go backend
+// until the XLA/CUDA path is built.
 func NewBackend(name string) (compute.Backend, error) {
 	switch name {
 	case "", "auto", "go":
@@ -105,39 +94,17 @@ func NewBackend(name string) (compute.Backend, error) {
 	return nil, fmt.Errorf("trainer: unknown backend %q (auto or go)", name)
 }
 
-// ModelConfig is the architecture a recipe asks for (when not loaded from a folder).
-func ModelConfig(m recipe.ModelConfig) model.Config {
-	return model.Config{
-		Vocab: m.Vocab, Dim: m.Dim, Layers: m.Layers, Heads: m.Heads, KVHeads: m.KVHeads, HeadDim: m.HeadDim,
-		MLPDim: m.MLPDim, RopeTheta: m.RopeTheta, NormEps: m.NormEps, TieEmbeddings: m.TieEmbeddings,
-	}
-}
-
-// DType is the dtype a recipe names.
-func DType(name string) (dtypes.DType, error) {
-	switch name {
-	case "float32", "":
-		return dtypes.Float32, nil
-	case "float64":
-		return dtypes.Float64, nil
-	}
-	return dtypes.InvalidDType, fmt.Errorf("trainer: model.dtype %q not supported (float32 or float64)", name)
-}
-
-func loadParams(r recipe.Recipe) (*model.Params, error) {
-	dt, err := DType(r.Model.DType)
-	if err != nil {
-		return nil, err
-	}
+func loadParams(c Config) (*model.Params, error) {
 	var p *model.Params
-	if r.Model.From != "" {
-		if p, err = model.LoadHF(r.Model.From, dt); err != nil {
+	var err error
+	if c.From != "" {
+		if p, err = model.LoadHF(c.From, c.DType); err != nil {
 			return nil, fmt.Errorf("trainer: model.from: %w", err)
 		}
-	} else if p, err = model.Init(ModelConfig(r.Model), dt, r.Model.InitStd, uint64(r.Seed)); err != nil {
+	} else if p, err = model.Init(c.Model, c.DType, c.InitStd, c.Seed); err != nil {
 		return nil, err
 	}
-	tok, err := data.NewTokenizer(r.Data.Tokenizer)
+	tok, err := data.NewTokenizer(c.Tokenizer)
 	if err != nil {
 		return nil, err
 	}
@@ -147,20 +114,16 @@ func loadParams(r recipe.Recipe) (*model.Params, error) {
 	return p, nil
 }
 
-func openData(r recipe.Recipe) (*data.Loader, error) {
-	var srcs []data.SourceConfig
-	for _, s := range r.Data.Sources {
-		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field})
-	}
-	corpus, err := data.OpenCorpus(srcs)
+func openData(c Config) (*data.Loader, error) {
+	corpus, err := data.OpenCorpus(c.Sources)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := data.NewTokenizer(r.Data.Tokenizer)
+	tok, err := data.NewTokenizer(c.Tokenizer)
 	if err != nil {
 		return nil, err
 	}
-	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: r.Data.SeqLen, Shuffle: r.Data.Shuffle, Seed: uint64(r.Seed), Lanes: r.Data.Interleave})
+	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: c.SeqLen, Shuffle: c.Shuffle, Seed: c.Seed, Lanes: c.Interleave})
 }
 
 // StepNum is the number of optimizer steps taken.
@@ -173,7 +136,7 @@ func (t *Trainer) Cursor() data.Cursor { return t.loader.Cursor() }
 // loss divided by the step's total target count, clipping by global norm, AdamW.
 func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	start := time.Now()
-	micro := make([]data.Batch, t.Recipe.Schedule.GradAccum)
+	micro := make([]data.Batch, t.Config.GradAccum)
 	targets := 0
 	for i := range micro {
 		b, err := t.loader.Next()
@@ -194,14 +157,14 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 		}
 		loss += l
 	}
-	lr := t.sched.At(t.step)
+	lr := t.Config.Schedule.At(t.step)
 	var norm float64
 	err := t.withOptimParams(func(ps []optim.Param) error {
 		gs := make([]optim.Vec, len(ps))
 		for i, p := range ps {
 			gs[i] = p.Grad
 		}
-		norm = optim.ClipGlobalNorm(t.Recipe.Optim.MaxGradNorm, gs...)
+		norm = optim.ClipGlobalNorm(t.Config.MaxGradNorm, gs...)
 		return t.opt.Step(lr, ps)
 	})
 	if err != nil {
@@ -211,7 +174,7 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	secs := time.Since(start).Seconds()
 	return StepStats{
 		Step: t.step, Loss: loss, LR: lr, GradNorm: norm, Tokens: targets,
-		TokensPerS: float64(len(micro)*t.Recipe.Data.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
+		TokensPerS: float64(len(micro)*t.Config.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
 	}, nil
 }
 
@@ -219,9 +182,9 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 func (t *Trainer) decays(name string) bool {
 	switch {
 	case model.IsNorm(name):
-		return t.Recipe.Optim.DecayNorms
+		return t.Config.DecayNorms
 	case model.IsEmbedding(name):
-		return t.Recipe.Optim.DecayEmbeddings
+		return t.Config.DecayEmbeddings
 	}
 	return true
 }

@@ -14,8 +14,11 @@ import (
 	"runtime/pprof"
 	"slices"
 
+	"github.com/gomlx/compute/dtypes"
+
+	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/model"
-	"github.com/torusml/torus/recipe"
+	"github.com/torusml/torus/optim"
 	"github.com/torusml/torus/trainer"
 )
 
@@ -61,18 +64,30 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 	if err := os.WriteFile(path, text, 0o644); err != nil {
 		return err
 	}
-	r := recipe.Default()
-	r.Data.Sources = []recipe.SourceConfig{{Type: "text_file", Path: path, DocPer: "file", Field: "text"}}
-	r.Data.SeqLen, r.Data.Shuffle = seqLen, false
-	r.Model.Layers = layers
-	r.Memory.AttnBlockQ, r.Memory.AttnBlockK = blockQ, blockK
-	r.Memory.Recompute = recompute
-	r.Schedule.Steps, r.Schedule.WarmupSteps = steps+warmup, 0
-	t, err := trainer.New(r)
+	// The reference model, fresh, with the recipe defaults for everything else.
+	cfg := trainer.Config{
+		Seed:    1,
+		Backend: "go",
+		Model: model.Config{Vocab: 256, Dim: 256, Layers: layers, Heads: 8, KVHeads: 4, MLPDim: 688,
+			RopeTheta: 10000, NormEps: 1e-5},
+		DType:         dtypes.Float32,
+		InitStd:       0.02,
+		Sources:       []data.SourceConfig{{Type: "text_file", Path: path}},
+		Tokenizer:     "byte",
+		SeqLen:        seqLen,
+		Interleave:    1,
+		AttnBlockQ:    blockQ,
+		AttnBlockK:    blockK,
+		KeepAttention: recompute == "except_attention",
+		AdamW:         optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1},
+		Schedule:      optim.Schedule{LR: 3e-4, Steps: steps + warmup, Decay: "cosine", MinLRRatio: 0.1},
+		MaxGradNorm:   1,
+		GradAccum:     1,
+	}
+	t, err := trainer.New(cfg)
 	if err != nil {
 		return err
 	}
-	cfg := t.Params.Config
 	step := func() (float64, error) {
 		st, err := t.Step(context.Background())
 		return st.StepSeconds, err
@@ -112,7 +127,7 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"impl": "torus", "seq_len": seqLen, "recompute": recompute, "layers": layers, "block_q": blockQ, "block_k": blockK,
 		"step_seconds_median": med, "step_seconds_all": times, "tokens_per_s": float64(seqLen) / med,
-		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": StepFLOPs(cfg, seqLen), "status": "ok",
+		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": StepFLOPs(cfg.Model, seqLen), "status": "ok",
 	})
 }
 
@@ -124,4 +139,3 @@ func median(x []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
-

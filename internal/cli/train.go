@@ -35,7 +35,11 @@ func newTrainCmd() *cobra.Command {
 			}
 			w := cmd.ErrOrStderr()
 			fmt.Fprintf(w, "torus: recipe %s (%s), run directory %s\n", args[0], r.Hash()[:12], out)
-			t, err := trainer.New(r)
+			cfg, err := trainerConfig(r)
+			if err != nil {
+				return err
+			}
+			t, err := trainer.New(cfg)
 			if err != nil {
 				return err
 			}

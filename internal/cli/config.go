@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute/dtypes"
+
+	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/optim"
+	"github.com/torusml/torus/recipe"
+	"github.com/torusml/torus/trainer"
+)
+
+// trainerConfig turns a validated recipe into the trainer's typed Config.
+func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
+	y, err := r.YAML()
+	if err != nil {
+		return trainer.Config{}, err
+	}
+	dt := dtypes.Float32
+	switch r.Model.DType {
+	case "float32":
+	case "float64":
+		dt = dtypes.Float64
+	default:
+		return trainer.Config{}, fmt.Errorf("model.dtype %q not supported (float32 or float64)", r.Model.DType)
+	}
+	var srcs []data.SourceConfig
+	for _, s := range r.Data.Sources {
+		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field})
+	}
+	m := r.Model
+	return trainer.Config{
+		Seed:    uint64(r.Seed),
+		Backend: r.Backend,
+		Model: model.Config{
+			Vocab: m.Vocab, Dim: m.Dim, Layers: m.Layers, Heads: m.Heads, KVHeads: m.KVHeads, HeadDim: m.HeadDim,
+			MLPDim: m.MLPDim, RopeTheta: m.RopeTheta, NormEps: m.NormEps, TieEmbeddings: m.TieEmbeddings,
+		},
+		From:          m.From,
+		DType:         dt,
+		InitStd:       m.InitStd,
+		Sources:       srcs,
+		Tokenizer:     r.Data.Tokenizer,
+		SeqLen:        r.Data.SeqLen,
+		Shuffle:       r.Data.Shuffle,
+		Interleave:    r.Data.Interleave,
+		AttnBlockQ:    r.Memory.AttnBlockQ,
+		AttnBlockK:    r.Memory.AttnBlockK,
+		KeepAttention: r.Memory.Recompute == "except_attention",
+		AdamW:         optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2, Eps: r.Optim.Eps, WeightDecay: r.Optim.WeightDecay},
+		Schedule: optim.Schedule{LR: r.Optim.LR, WarmupSteps: r.Schedule.WarmupSteps, Steps: r.Schedule.Steps,
+			Decay: r.Schedule.Decay, MinLRRatio: r.Schedule.MinLRRatio},
+		MaxGradNorm:     r.Optim.MaxGradNorm,
+		DecayNorms:      r.Optim.DecayNorms,
+		DecayEmbeddings: r.Optim.DecayEmbeddings,
+		GradAccum:       r.Schedule.GradAccum,
+		RecipeYAML:      y,
+	}, nil
+}

@@ -1,0 +1,67 @@
+package trainer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/gomlx/compute/dtypes"
+
+	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/optim"
+)
+
+// Config is everything a Trainer needs, typed. The command line builds it from a
+// recipe (internal/cli); the trainer does not read recipes itself.
+type Config struct {
+	Seed    uint64
+	Backend string // auto | go
+
+	// The model: loaded from From (a Hugging Face folder) when set, else Model
+	// initialised with standard deviation InitStd.
+	Model   model.Config
+	From    string
+	DType   dtypes.DType
+	InitStd float64
+
+	Sources    []data.SourceConfig
+	Tokenizer  string
+	SeqLen     int
+	Shuffle    bool
+	Interleave int
+
+	AttnBlockQ, AttnBlockK int
+	KeepAttention          bool // recompute: except_attention
+
+	AdamW           optim.AdamWConfig
+	Schedule        optim.Schedule
+	MaxGradNorm     float64
+	DecayNorms      bool
+	DecayEmbeddings bool
+	GradAccum       int
+
+	// RecipeYAML is the resolved recipe, written into the run directory as is.
+	RecipeYAML []byte
+}
+
+// Validate reports every problem the trainer can see before it starts.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DType != dtypes.Float32 && c.DType != dtypes.Float64 {
+		errs = append(errs, fmt.Errorf("trainer: dtype %s not supported (float32 or float64)", c.DType))
+	}
+	if c.From == "" {
+		errs = append(errs, c.Model.Validate())
+	}
+	if c.SeqLen < 2 {
+		errs = append(errs, fmt.Errorf("trainer: seq_len must be >= 2, got %d", c.SeqLen))
+	}
+	if c.AttnBlockQ < 1 || c.AttnBlockK < 1 {
+		errs = append(errs, fmt.Errorf("trainer: attention blocks must be >= 1, got %d x %d", c.AttnBlockQ, c.AttnBlockK))
+	}
+	if c.GradAccum < 1 {
+		errs = append(errs, fmt.Errorf("trainer: grad_accum must be >= 1, got %d", c.GradAccum))
+	}
+	errs = append(errs, c.AdamW.Validate(), c.Schedule.Validate())
+	return errors.Join(errs...)
+}
