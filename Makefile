@@ -24,8 +24,6 @@ build: check-go
 demo: build
 	rm -rf runs/demo
 	./bin/torus train examples/recipes/byte-lm-go.yaml --out runs/demo
-	@echo "demo: first and last steps of runs/demo/metrics.jsonl:"
-	@head -n 1 runs/demo/metrics.jsonl; tail -n 1 runs/demo/metrics.jsonl
 
 fmt-check: check-go
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

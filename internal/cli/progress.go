@@ -20,7 +20,9 @@ type progress struct {
 	start  time.Time
 	tokens int
 	last   trainer.StepStats
-	live   bool // a live line is on screen
+	first  trainer.StepStats
+	recent []float64 // losses of the last steps, for a smoothed final figure
+	live   bool      // a live line is on screen
 }
 
 func newProgress(w io.Writer, mode string, every, total int) *progress {
@@ -36,7 +38,14 @@ func newProgress(w io.Writer, mode string, every, total int) *progress {
 }
 
 func (p *progress) step(s trainer.StepStats) {
+	if s.Step == 1 {
+		p.first = s
+	}
 	p.last = s
+	p.recent = append(p.recent, s.Loss)
+	if n := max(p.total/20, 1); len(p.recent) > n { // the last 5% of the run
+		p.recent = p.recent[1:]
+	}
 	p.tokens += s.Tokens
 	elapsed := time.Since(p.start)
 	eta := time.Duration(float64(elapsed) / float64(s.Step) * float64(p.total-s.Step))
@@ -77,4 +86,17 @@ func bytesHuman(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// summary: the first step's loss and the mean over the last 5% of steps (one
+// sequence's loss is noisy: documents differ).
+func (p *progress) summary() string {
+	if len(p.recent) == 0 {
+		return "no steps"
+	}
+	var sum float64
+	for _, l := range p.recent {
+		sum += l
+	}
+	return fmt.Sprintf("loss %.4f at step 1, %.4f mean over the last %d steps", p.first.Loss, sum/float64(len(p.recent)), len(p.recent))
 }

@@ -53,8 +53,8 @@ func newTrainCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("train: %w", err)
 			}
-			fmt.Fprintf(w, "torus: done: %d steps, final loss %.4f; metrics in %s, model in %s\n",
-				t.StepNum(), bar.last.Loss, trainer.RunDir(out).Metrics(), trainer.RunDir(out).Final())
+			fmt.Fprintf(w, "torus: done: %d steps in %s; %s\ntorus: metrics in %s, model in %s\n",
+				t.StepNum(), time.Since(bar.start).Round(time.Second), bar.summary(), trainer.RunDir(out).Metrics(), trainer.RunDir(out).Final())
 			return nil
 		},
 	}
