@@ -1,7 +1,11 @@
 package model
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -56,9 +60,70 @@ func visibility(qt, kt Tokens) (anyVis, allVis bool) {
 }
 
 // BlockAttention is the blockwise attention schedule of one worker.
+//
+// Query blocks are independent, so up to Parallel of them run at once (each a
+// chain of executions over the key blocks): the backend alone keeps only about
+// one of two cores busy on these block-sized operations. 0 means GOMAXPROCS.
 type BlockAttention struct {
 	P              *Pieces
 	BlockQ, BlockK int
+	Parallel       int
+}
+
+// forEachQBlock runs fn(i) for every query block index, up to b.Parallel at a
+// time, the blocks with the most work (the last, under a causal mask) first.
+// It returns the first error.
+func (b *BlockAttention) forEachQBlock(n int, fn func(i int) error) error {
+	workers := b.Parallel
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = min(workers, n)
+	if workers <= 1 {
+		for i := n - 1; i >= 0; i-- {
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var next atomic.Int64
+	next.Store(int64(n))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(-1))
+				if i < 0 || errs[w] != nil {
+					return
+				}
+				errs[w] = fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+type kvBlock struct {
+	block
+	k, v *tensors.Tensor
+}
+
+// cutKV cuts keys and values into blocks, ready to be read by concurrent executions.
+func (b *BlockAttention) cutKV(k, v *tensors.Tensor, kt Tokens) ([]kvBlock, error) {
+	var out []kvBlock
+	for _, kb := range cut(kt, b.BlockK) {
+		blk := kvBlock{kb, SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)}
+		if err := b.P.Share(blk.k, blk.v, blk.pos, blk.doc); err != nil {
+			return nil, err
+		}
+		out = append(out, blk)
+	}
+	return out, nil
 }
 
 type block struct {
@@ -121,21 +186,24 @@ func (b *BlockAttention) Begin(q *tensors.Tensor, qt Tokens) (*AttnForward, erro
 
 // Fold attends every query to the keys k, v [Lk, KH, Dh] with tokens kt.
 func (f *AttnForward) Fold(k, v *tensors.Tensor, kt Tokens) error {
-	for _, kb := range cut(kt, f.b.BlockK) {
-		kk, vv := SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)
-		for i, qb := range f.qb {
-			mask, skip := pairMask(qb, kb)
+	kbs, err := f.b.cutKV(k, v, kt)
+	if err != nil {
+		return err
+	}
+	return f.b.forEachQBlock(len(f.qb), func(i int) error {
+		for _, kb := range kbs {
+			mask, skip := pairMask(f.qb[i], kb.block)
 			if skip {
 				continue
 			}
-			s, err := f.b.P.AttnBlock(f.qs[i], kk, vv, mask, f.states[i])
+			s, err := f.b.P.AttnBlock(f.qs[i], kb.k, kb.v, mask, f.states[i])
 			if err != nil {
 				return err
 			}
 			f.states[i] = s
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Finish returns o [Lq, H*Dh] and lse [Lq, KH, G].
@@ -198,22 +266,44 @@ func (b *BlockAttention) BeginBackward(q *tensors.Tensor, qt Tokens, o, lse, do 
 
 // Grad adds the contribution of keys (k, v, kt) to DQ and returns their dk, dv [Lk, KH, Dh].
 func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.Tensor, err error) {
-	dk = NewZeros(k.DType(), k.Shape().Dimensions...)
-	dv = NewZeros(v.DType(), v.Shape().Dimensions...)
-	for _, kb := range cut(kt, bw.b.BlockK) {
-		kk, vv := SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)
-		for i, qb := range bw.qb {
-			mask, skip := pairMask(qb, kb)
+	kbs, err := bw.b.cutKV(k, v, kt)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Each query block adds into its own dk, dv partials (one per query block, so
+	// concurrent blocks never share one); they are summed at the end.
+	dks := make([]*tensors.Tensor, len(bw.qb))
+	dvs := make([]*tensors.Tensor, len(bw.qb))
+	err = bw.b.forEachQBlock(len(bw.qb), func(i int) error {
+		qb := bw.qb[i]
+		for _, kb := range kbs {
+			mask, skip := pairMask(qb, kb.block)
 			if skip {
 				continue
 			}
-			dq, dkb, dvb, err := bw.b.P.AttnBlockGrad(bw.qs[i], kk, vv, mask, bw.dos[i], bw.lse[i], bw.dlt[i])
+			dq, dkb, dvb, err := bw.b.P.AttnBlockGrad(bw.qs[i], kb.k, kb.v, mask, bw.dos[i], bw.lse[i], bw.dlt[i])
 			if err != nil {
-				return nil, nil, err
+				return err
+			}
+			if dks[i] == nil {
+				dks[i] = NewZeros(k.DType(), k.Shape().Dimensions...)
+				dvs[i] = NewZeros(v.DType(), v.Shape().Dimensions...)
 			}
 			AddRows(bw.DQ, qb.start, dq)
-			AddRows(dk, kb.start, dkb)
-			AddRows(dv, kb.start, dvb)
+			AddRows(dks[i], kb.start, dkb)
+			AddRows(dvs[i], kb.start, dvb)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	dk = NewZeros(k.DType(), k.Shape().Dimensions...)
+	dv = NewZeros(v.DType(), v.Shape().Dimensions...)
+	for i := range dks {
+		if dks[i] != nil {
+			AddInto(dk, dks[i])
+			AddInto(dv, dvs[i])
 		}
 	}
 	return dk, dv, nil

@@ -18,7 +18,8 @@ import (
 //
 // Pieces is safe for concurrent use: graph.Exec compiles and runs concurrently.
 type Pieces struct {
-	cfg Config
+	cfg     Config
+	backend compute.Backend
 
 	preAttn, preAttnVJP   *Exec
 	postAttn, postAttnVJP *Exec
@@ -53,7 +54,7 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 		return nil, err
 	}
 	c := cfg
-	p := &Pieces{cfg: cfg}
+	p := &Pieces{cfg: cfg, backend: backend}
 	var err error
 	mk := func(name string, fn func([]*Node) []*Node) *Exec {
 		if err != nil {
@@ -128,6 +129,18 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// Share readies tensors that several executions will read at once: GoMLX moves
+// a host tensor to the device lazily, on its first use, and two executions doing
+// that together race. After Share the tensors are only read.
+func (p *Pieces) Share(ts ...*tensors.Tensor) error {
+	for _, t := range ts {
+		if err := t.MaterializeOnDevice(p.backend, true, 0); err != nil {
+			return fmt.Errorf("model: share %s: %w", t.Shape(), err)
+		}
+	}
+	return nil
 }
 
 // Config is the model configuration the pieces were built for.
