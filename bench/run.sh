@@ -10,11 +10,13 @@
 #
 #   BENCH_LENGTHS="1024 4096 16384"   lengths to run
 #   BENCH_STEPS=5                      timed steps per length
+#   BENCH_RECOMPUTE=except_attention   torus's memory.recompute (layer keeps only layer inputs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOEXPERIMENT=${GOEXPERIMENT:-simd} GOFLAGS=${GOFLAGS:--buildvcs=false}
 lengths=${BENCH_LENGTHS:-"1024 4096 16384"}
 steps=${BENCH_STEPS:-5}
+recompute=${BENCH_RECOMPUTE:-except_attention}
 mkdir -p bench/results bin
 out="bench/results/$(date -u +%Y%m%d-%H%M%S).jsonl"
 
@@ -35,7 +37,7 @@ state() { # the machine's state, beside every figure
     /usr/bin/python3 bench/torch/step.py --mode matmul-peak --threads 2
   for L in $lengths; do
     echo "bench: seq_len $L: torus" >&2
-    ./bin/stepbench --seq-len "$L" --steps "$steps" --warmup 1 \
+    ./bin/stepbench --seq-len "$L" --steps "$steps" --warmup 1 --recompute "$recompute" \
       || printf '{"impl":"torus","seq_len":%s,"status":"failed"}\n' "$L"
     echo "bench: seq_len $L: pytorch" >&2
     bash bench/torch/run.sh --steps "$steps" --warmup 1 --timeout-s 600 "$L"

@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -130,11 +131,11 @@ func TestBlockAttentionMatchesNaive(t *testing.T) {
 				t.Fatal(err)
 			}
 			ba := &model.BlockAttention{P: pieces, BlockQ: tc.blockQ, BlockK: tc.blockK}
-			o, lse, err := ba.Forward(q, k, v, tok)
+			o, lse, err := ba.Forward(context.Background(), q, k, v, tok)
 			if err != nil {
 				t.Fatal(err)
 			}
-			dq, dk, dv, err := ba.Backward(q, k, v, tok, o, lse, do)
+			dq, dk, dv, err := ba.Backward(context.Background(), q, k, v, tok, o, lse, do)
 			if err != nil {
 				t.Fatal(err)
 			}

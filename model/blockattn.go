@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -224,7 +225,10 @@ func (f *AttnForward) Finish() (o, lse *tensors.Tensor, err error) {
 }
 
 // Forward is the attention of a shard's queries to its own keys.
-func (b *BlockAttention) Forward(q, k, v *tensors.Tensor, t Tokens) (o, lse *tensors.Tensor, err error) {
+func (b *BlockAttention) Forward(ctx context.Context, q, k, v *tensors.Tensor, t Tokens) (o, lse *tensors.Tensor, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	f, err := b.Begin(q, t)
 	if err != nil {
 		return nil, nil, err
@@ -310,7 +314,10 @@ func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.T
 }
 
 // Backward is the backward of a shard's attention to its own keys: dq, dk, dv.
-func (b *BlockAttention) Backward(q, k, v *tensors.Tensor, t Tokens, o, lse, do *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
+func (b *BlockAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, t Tokens, o, lse, do *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, nil, err
+	}
 	bw, err := b.BeginBackward(q, t, o, lse, do)
 	if err != nil {
 		return nil, nil, nil, err

@@ -202,3 +202,53 @@ func Fill(t *tensors.Tensor, v float64) {
 		}
 	})
 }
+
+// SliceCols copies columns [c0, c1) of t seen as [rows, cols] (cols = the product
+// of the dimensions after the first) into a new tensor of dimensions dims.
+func SliceCols(t *tensors.Tensor, c0, c1 int, dims ...int) *tensors.Tensor {
+	rows, cols := t.Shape().Dimensions[0], rowSize(t)
+	out := NewZeros(t.DType(), dims...)
+	w := c1 - c0
+	read2(out, t, func(d32, s32 []float32, d64, s64 []float64) {
+		for r := range rows {
+			if d32 != nil {
+				copy(d32[r*w:(r+1)*w], s32[r*cols+c0:r*cols+c1])
+			} else {
+				copy(d64[r*w:(r+1)*w], s64[r*cols+c0:r*cols+c1])
+			}
+		}
+	})
+	return out
+}
+
+// SetCols copies src, seen as [rows, w], into columns [c0, c0+w) of dst seen as
+// [rows, cols].
+func SetCols(dst *tensors.Tensor, c0 int, src *tensors.Tensor) {
+	rows, cols := dst.Shape().Dimensions[0], rowSize(dst)
+	w := rowSize(src)
+	read2(dst, src, func(d32, s32 []float32, d64, s64 []float64) {
+		for r := range rows {
+			if d32 != nil {
+				copy(d32[r*cols+c0:r*cols+c0+w], s32[r*w:(r+1)*w])
+			} else {
+				copy(d64[r*cols+c0:r*cols+c0+w], s64[r*w:(r+1)*w])
+			}
+		}
+	})
+}
+
+// ConcatRows stacks tensors along axis 0.
+func ConcatRows(ts ...*tensors.Tensor) *tensors.Tensor {
+	dims := append([]int(nil), ts[0].Shape().Dimensions...)
+	dims[0] = 0
+	for _, t := range ts {
+		dims[0] += t.Shape().Dimensions[0]
+	}
+	out := NewZeros(ts[0].DType(), dims...)
+	row := 0
+	for _, t := range ts {
+		SetRows(out, row, t)
+		row += t.Shape().Dimensions[0]
+	}
+	return out
+}

@@ -143,6 +143,16 @@ func (p *Pieces) Share(ts ...*tensors.Tensor) error {
 	return nil
 }
 
+// ForHeads builds pieces on the same backend for a model whose attention has
+// `heads` query and `kvHeads` key/value heads of the same width (what one rank
+// of Ulysses attention computes: a group of the heads over the whole sequence).
+func (p *Pieces) ForHeads(heads, kvHeads int) (*Pieces, error) {
+	c := p.cfg
+	c.HeadDim = c.HeadDimension()
+	c.Heads, c.KVHeads = heads, kvHeads
+	return NewPieces(p.backend, c)
+}
+
 // Config is the model configuration the pieces were built for.
 func (p *Pieces) Config() Config { return p.cfg }
 

@@ -27,7 +27,7 @@ func Default() Recipe {
 			Shuffle:    true,
 			Interleave: 8,
 		},
-		Parallel: ParallelConfig{Workers: 1},
+		Parallel: ParallelConfig{Workers: 1, SP: 0, DP: 1, Strategy: "ring"},
 		Memory: MemoryConfig{
 			Recompute:  "layer",
 			Offload:    "none",

@@ -49,7 +49,7 @@ func TestDefault(t *testing.T) {
 			RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: false, DType: "float32", InitStd: 0.02,
 		},
 		Data:     recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true, Interleave: 8},
-		Parallel: recipe.ParallelConfig{Workers: 1},
+		Parallel: recipe.ParallelConfig{Workers: 1, DP: 1, Strategy: "ring"},
 		Memory:   recipe.MemoryConfig{Recompute: "layer", Offload: "none", AttnBlockQ: 256, AttnBlockK: 256},
 		Optim: recipe.OptimConfig{
 			LR: 3e-4, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, MaxGradNorm: 1.0,

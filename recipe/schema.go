@@ -59,9 +59,12 @@ type SourceConfig struct {
 	Field   string   `yaml:"field"`   // jsonl: the text field (default "text")
 }
 
-// ParallelConfig is the worker layout. Only one worker is supported so far.
+// ParallelConfig is the worker layout: workers = dp x sp.
 type ParallelConfig struct {
-	Workers int `yaml:"workers"`
+	Workers  int    `yaml:"workers"`  // worker processes (on this machine with torus train)
+	SP       int    `yaml:"sp"`       // sequence-parallel degree: ranks sharing each sequence (0: workers/dp)
+	DP       int    `yaml:"dp"`       // data-parallel degree: groups reading different sequences
+	Strategy string `yaml:"strategy"` // ring | ulysses (needs kv_heads % sp == 0)
 }
 
 // MemoryConfig is how activations are kept and how attention is blocked.

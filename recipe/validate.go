@@ -81,9 +81,26 @@ func (r Recipe) Validate() error {
 	c.atLeast("data.seq_len", d.SeqLen, 2) // one input and one target token
 	c.atLeast("data.interleave", d.Interleave, 1)
 
-	if r.Parallel.Workers != 1 {
-		c.add("parallel.workers", "only 1 worker is supported so far, got %d", r.Parallel.Workers)
+	pc := r.Parallel
+	c.atLeast("parallel.workers", pc.Workers, 1)
+	c.atLeast("parallel.dp", pc.DP, 1)
+	if pc.SP < 0 {
+		c.add("parallel.sp", "must be >= 0 (0: workers/dp), got %d", pc.SP)
 	}
+	if pc.Workers >= 1 && pc.DP >= 1 {
+		sp := pc.SP
+		if sp == 0 && pc.Workers%pc.DP == 0 {
+			sp = pc.Workers / pc.DP
+		}
+		if sp*pc.DP != pc.Workers {
+			c.add("parallel.sp", "dp (%d) * sp (%d) must equal workers (%d)", pc.DP, pc.SP, pc.Workers)
+		} else if sp > 1 && d.SeqLen%(2*sp) != 0 {
+			c.add("data.seq_len", "must be a multiple of 2*sp = %d for zigzag sharding, got %d", 2*sp, d.SeqLen)
+		} else if sp > 1 && pc.Strategy == "ulysses" && r.Model.From == "" && r.Model.KVHeads%sp != 0 {
+			c.add("parallel.strategy", "ulysses needs kv_heads (%d) divisible by sp (%d); use ring, or another sp", r.Model.KVHeads, sp)
+		}
+	}
+	c.oneOf("parallel.strategy", pc.Strategy, "ring", "ulysses")
 
 	c.oneOf("memory.recompute", r.Memory.Recompute, "layer", "except_attention")
 	c.oneOf("memory.offload", r.Memory.Offload, "none")

@@ -20,10 +20,22 @@ import (
 // more [L, D] tensor per layer for about a quarter of the step.
 type Engine struct {
 	Pieces        *model.Pieces
-	Attn          *model.BlockAttention
+	Attn          Attention
 	Params        *model.Params
 	Store         ActivationStore
 	KeepAttention bool
+}
+
+// Attention is the attention schedule the engine hands each layer's q, k, v to:
+// blockwise on this worker alone (*model.BlockAttention), or across the workers
+// of a ring (parallel.RingAttention, parallel.Ulysses). The model never asks
+// whether it is distributed.
+type Attention interface {
+	// Forward: q [Lw, H, Dh], k, v [Lw, KH, Dh] of this worker's tokens ->
+	// o [Lw, H*Dh] and lse [Lw, KH, G].
+	Forward(ctx context.Context, q, k, v *tensors.Tensor, tok model.Tokens) (o, lse *tensors.Tensor, err error)
+	// Backward: upstream do [Lw, H*Dh] -> dq, dk, dv for this worker's tokens.
+	Backward(ctx context.Context, q, k, v *tensors.Tensor, tok model.Tokens, o, lse, do *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error)
 }
 
 // Grads are gradient accumulators, one per parameter, by name.
@@ -82,13 +94,13 @@ func (e *Engine) prepare(b data.Batch) (batchTensors, error) {
 }
 
 // layerForward: h_l -> h_{l+1}, and the attention's output and lse.
-func (e *Engine) layerForward(l int, h *tensors.Tensor, bt batchTensors) (next, o, lse *tensors.Tensor, err error) {
+func (e *Engine) layerForward(ctx context.Context, l int, h *tensors.Tensor, bt batchTensors) (next, o, lse *tensors.Tensor, err error) {
 	w := e.Params.Layer(l)
 	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if o, lse, err = e.Attn.Forward(q, k, v, bt.tok); err != nil {
+	if o, lse, err = e.Attn.Forward(ctx, q, k, v, bt.tok); err != nil {
 		return nil, nil, nil, err
 	}
 	next, err = e.Pieces.PostAttn(w, h, o)
@@ -109,7 +121,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		next, o, lse, err := e.layerForward(l, h, bt)
+		next, o, lse, err := e.layerForward(ctx, l, h, bt)
 		if err != nil {
 			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
 		}
@@ -138,7 +150,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		if err != nil {
 			return 0, fmt.Errorf("trainer: reload layer %d: %w", l, err)
 		}
-		if dh, err = e.layerBackward(l, saved, dh, bt, grads); err != nil {
+		if dh, err = e.layerBackward(ctx, l, saved, dh, bt, grads); err != nil {
 			return 0, fmt.Errorf("trainer: layer %d backward: %w", l, err)
 		}
 	}
@@ -149,7 +161,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 // layerBackward recomputes layer l from what was saved of it (its input h, and
 // maybe its attention output and lse) and pulls dhNext back through it, adding
 // the weight gradients into grads; it returns dh.
-func (e *Engine) layerBackward(l int, saved []*tensors.Tensor, dhNext *tensors.Tensor, bt batchTensors, grads Grads) (*tensors.Tensor, error) {
+func (e *Engine) layerBackward(ctx context.Context, l int, saved []*tensors.Tensor, dhNext *tensors.Tensor, bt batchTensors, grads Grads) (*tensors.Tensor, error) {
 	w := e.Params.Layer(l)
 	h := saved[0]
 	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
@@ -159,14 +171,14 @@ func (e *Engine) layerBackward(l int, saved []*tensors.Tensor, dhNext *tensors.T
 	var o, lse *tensors.Tensor
 	if len(saved) == 3 {
 		o, lse = saved[1], saved[2]
-	} else if o, lse, err = e.Attn.Forward(q, k, v, bt.tok); err != nil {
+	} else if o, lse, err = e.Attn.Forward(ctx, q, k, v, bt.tok); err != nil {
 		return nil, err
 	}
 	post, err := e.Pieces.PostAttnVJP(w, h, o, dhNext)
 	if err != nil {
 		return nil, err
 	}
-	dq, dk, dv, err := e.Attn.Backward(q, k, v, bt.tok, o, lse, post.O)
+	dq, dk, dv, err := e.Attn.Backward(ctx, q, k, v, bt.tok, o, lse, post.O)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +209,7 @@ func (e *Engine) Loss(ctx context.Context, b data.Batch, scale float64) (float64
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		if h, _, _, err = e.layerForward(l, h, bt); err != nil {
+		if h, _, _, err = e.layerForward(ctx, l, h, bt); err != nil {
 			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
 		}
 	}

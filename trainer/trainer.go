@@ -38,11 +38,15 @@ type Trainer struct {
 	grads   Grads
 	order   []string // parameter names in order
 	step    int
+	dist    *Dist // nil: a single worker
+	nreduce int   // all-reduces so far, for tags
 }
 
 // New builds a trainer: backend, parameters (fresh or loaded), compiled pieces,
 // data and optimizer.
-func New(c Config) (*Trainer, error) {
+//
+// d places the trainer in a parallel job; nil means a single worker.
+func New(c Config, d *Dist) (*Trainer, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -62,16 +66,21 @@ func New(c Config) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	attn, err := d.attention(&model.BlockAttention{P: pieces, BlockQ: c.AttnBlockQ, BlockK: c.AttnBlockK}, c)
+	if err != nil {
+		return nil, err
+	}
 	return &Trainer{
 		Config: c,
 		Params: params,
 		Engine: &Engine{
 			Pieces:        pieces,
 			Params:        params,
-			Attn:          &model.BlockAttention{P: pieces, BlockQ: c.AttnBlockQ, BlockK: c.AttnBlockK},
+			Attn:          attn,
 			Store:         NewKeepStore(),
 			KeepAttention: c.KeepAttention,
 		},
+		dist:    d,
 		backend: backend,
 		loader:  loader,
 		opt:     optim.NewAdamW(c.AdamW),
@@ -132,34 +141,17 @@ func (t *Trainer) StepNum() int { return t.step }
 // Cursor is where in the data the next step starts.
 func (t *Trainer) Cursor() data.Cursor { return t.loader.Cursor() }
 
-// Step runs one optimizer step: GradAccum micro-batches forward and backward, the
-// loss divided by the step's total target count, clipping by global norm, AdamW.
+// Step runs one optimizer step: the gradients of GradAccum micro-batches (see
+// Gradients), clipping by global norm, AdamW.
 func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	start := time.Now()
-	micro := make([]data.Batch, t.Config.GradAccum)
-	targets := 0
-	for i := range micro {
-		b, err := t.loader.Next()
-		if err != nil {
-			return StepStats{}, fmt.Errorf("step %d: data: %w", t.step+1, err)
-		}
-		micro[i], targets = b, targets+b.NumTargets()
-	}
-	if targets == 0 {
-		return StepStats{}, fmt.Errorf("step %d: no target tokens in %d sequences (documents of one token?)", t.step+1, len(micro))
-	}
-	t.grads.Zero()
-	var loss float64
-	for _, b := range micro {
-		l, err := t.Engine.ForwardBackward(ctx, b, 1/float64(targets), t.grads)
-		if err != nil {
-			return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
-		}
-		loss += l
+	loss, targets, err := t.Gradients(ctx)
+	if err != nil {
+		return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
 	}
 	lr := t.Config.Schedule.At(t.step)
 	var norm float64
-	err := t.withOptimParams(func(ps []optim.Param) error {
+	err = t.withOptimParams(func(ps []optim.Param) error {
 		gs := make([]optim.Vec, len(ps))
 		for i, p := range ps {
 			gs[i] = p.Grad
@@ -174,9 +166,53 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	secs := time.Since(start).Seconds()
 	return StepStats{
 		Step: t.step, Loss: loss, LR: lr, GradNorm: norm, Tokens: targets,
-		TokensPerS: float64(len(micro)*t.Config.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
+		TokensPerS: float64(t.Config.GradAccum*t.dp()*t.Config.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
 	}, nil
 }
+
+// Gradients computes the loss and the gradients of one step into Grads, without
+// updating anything: GradAccum micro-batches (per data-parallel group) forward and
+// backward, the loss divided by the step's total target count over every
+// micro-batch of every group, so the result is exactly that of one big batch.
+// With several workers each computes its shard and the gradients and loss are
+// summed over all of them.
+func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err error) {
+	// Every worker reads every micro-batch of the step (the loader is
+	// deterministic), so each knows the global target count without asking.
+	micro := make([]data.Batch, t.Config.GradAccum*t.dp())
+	for i := range micro {
+		b, err := t.loader.Next()
+		if err != nil {
+			return 0, 0, fmt.Errorf("data: %w", err)
+		}
+		micro[i], targets = b, targets+b.NumTargets()
+	}
+	if targets == 0 {
+		return 0, 0, fmt.Errorf("no target tokens in %d sequences (documents of one token?)", len(micro))
+	}
+	t.grads.Zero()
+	for i, b := range micro {
+		b, ok, err := t.shard(i, b)
+		if err != nil {
+			return 0, 0, err
+		}
+		if !ok {
+			continue // another data-parallel group's micro-batch
+		}
+		l, err := t.Engine.ForwardBackward(ctx, b, 1/float64(targets), t.grads)
+		if err != nil {
+			return 0, 0, err
+		}
+		loss += l
+	}
+	if loss, err = t.reduce(ctx, loss); err != nil {
+		return 0, 0, err
+	}
+	return loss, targets, nil
+}
+
+// Grads are the gradients of the last Gradients or Step call, by parameter name.
+func (t *Trainer) Grads() Grads { return t.grads }
 
 // decays reports whether weight decay applies to a parameter.
 func (t *Trainer) decays(name string) bool {

@@ -24,6 +24,7 @@ type row struct {
 	FLOPs     float64   `json:"flops_per_step"`
 	MatmulGF  float64   `json:"matmul_gflops"`
 	Attention string    `json:"attention"`
+	Recompute string    `json:"recompute"`
 	Version   string    `json:"torch_version"`
 	Phase     string    `json:"phase"`
 	LoadAvg   string    `json:"loadavg"`
@@ -115,6 +116,12 @@ func main() {
 	for _, l := range lens {
 		if b := torch[l]; b.Status == "ok" && b.Attention != "" {
 			fmt.Printf("\nPyTorch %s, attention path: %s.", b.Version, b.Attention)
+			break
+		}
+	}
+	for _, l := range lens {
+		if a := torus[l]; a.Recompute != "" {
+			fmt.Printf("\ntorus memory.recompute: %s.", a.Recompute)
 			break
 		}
 	}

@@ -84,7 +84,7 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 		MaxGradNorm:   1,
 		GradAccum:     1,
 	}
-	t, err := trainer.New(cfg)
+	t, err := trainer.New(cfg, nil)
 	if err != nil {
 		return err
 	}

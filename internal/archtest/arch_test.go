@@ -22,7 +22,7 @@ var allowed = map[string][]string{
 	"launch":          {"parallel"},
 	"eval":            {"model", "data", "trainer", "checkpoint"},
 	"checkpoint":      {"model", "data", "optim"},
-	"parallel":        {},
+	"parallel":        {"model"},
 	"model":           {},
 	"data":            {},
 	"optim":           {},

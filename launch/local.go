@@ -1,0 +1,252 @@
+package launch
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ListenPrefix starts the line a worker prints once it listens.
+const ListenPrefix = "TORUS-LISTEN "
+
+// Peers is what the launcher sends every worker: every rank's address.
+type Peers struct {
+	Addrs []string `json:"addrs"`
+}
+
+// LocalConfig is a job of Workers processes on this machine.
+type LocalConfig struct {
+	Workers int
+	// Command returns the command line of rank's worker process.
+	Command func(rank int) (path string, args []string)
+	// Stderr receives rank 0's standard error as is (its progress display) and
+	// the other ranks' lines prefixed with "[rank N] ".
+	Stderr io.Writer
+	// StartTimeout bounds the wait for every worker to listen (default 2 min:
+	// the first run compiles nothing, but a loaded machine is slow to start N).
+	StartTimeout time.Duration
+	// Grace is how long a worker gets between SIGTERM and SIGKILL when the job
+	// is stopped (default 5 s).
+	Grace time.Duration
+}
+
+// WorkerError says which rank ended the job, and how.
+type WorkerError struct {
+	Rank int
+	Err  error
+}
+
+func (e *WorkerError) Error() string { return fmt.Sprintf("worker rank %d: %v", e.Rank, e.Err) }
+func (e *WorkerError) Unwrap() error { return e.Err }
+
+type proc struct {
+	rank  int
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	addr  chan string
+	done  chan error
+}
+
+// RunLocal starts the workers, hands them their peers, and waits. It returns nil
+// when every worker exits 0; otherwise the first failure (a *WorkerError naming
+// the rank), after stopping the others. Cancelling ctx stops every worker.
+func RunLocal(ctx context.Context, c LocalConfig) error {
+	if c.Workers < 1 {
+		return fmt.Errorf("launch: workers must be >= 1, got %d", c.Workers)
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 2 * time.Minute
+	}
+	if c.Grace == 0 {
+		c.Grace = 5 * time.Second
+	}
+	var mu sync.Mutex // serialises writes to c.Stderr
+	procs := make([]*proc, c.Workers)
+	stopAll := func() {
+		for _, p := range procs {
+			if p != nil && p.cmd.Process != nil {
+				_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+		deadline := time.After(c.Grace)
+		for _, p := range procs {
+			if p == nil || p.cmd.Process == nil {
+				continue
+			}
+			select {
+			case <-p.done:
+			case <-deadline:
+				_ = p.cmd.Process.Kill()
+			}
+		}
+	}
+	for r := range c.Workers {
+		p, err := start(r, c, &mu)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		procs[r] = p
+	}
+	// Rendezvous: collect every address, then tell everyone.
+	addrs := make([]string, c.Workers)
+	timeout := time.After(c.StartTimeout)
+	for r, p := range procs {
+		select {
+		case a, ok := <-p.addr:
+			if !ok {
+				err := <-p.done
+				stopAll()
+				return &WorkerError{Rank: r, Err: fmt.Errorf("exited before listening: %v", err)}
+			}
+			addrs[r] = a
+		case <-timeout:
+			stopAll()
+			return &WorkerError{Rank: r, Err: fmt.Errorf("did not listen within %s", c.StartTimeout)}
+		case <-ctx.Done():
+			stopAll()
+			return ctx.Err()
+		}
+	}
+	line, _ := json.Marshal(Peers{Addrs: addrs})
+	for _, p := range procs {
+		_, _ = p.stdin.Write(append(line, '\n'))
+		_ = p.stdin.Close()
+	}
+	// Watch: the first failure stops the job.
+	exits := make(chan struct {
+		rank int
+		err  error
+	}, c.Workers)
+	for _, p := range procs {
+		go func() {
+			exits <- struct {
+				rank int
+				err  error
+			}{p.rank, <-p.done}
+		}()
+	}
+	for range c.Workers {
+		select {
+		case e := <-exits:
+			if e.err != nil {
+				stopAll()
+				return firstCause(e.rank, e.err, exits)
+			}
+		case <-ctx.Done():
+			stopAll()
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// firstCause picks the worker that ended the job: when one was killed from
+// outside (a signal we did not send) and the others then failed because they
+// lost it, the killed one is the cause, whichever exit was seen first.
+func firstCause(rank int, err error, more <-chan struct {
+	rank int
+	err  error
+}) error {
+	cause := &WorkerError{Rank: rank, Err: err}
+	for {
+		select {
+		case e := <-more:
+			if e.err != nil && strings.HasPrefix(e.err.Error(), "killed by") && !strings.HasPrefix(cause.Err.Error(), "killed by") {
+				cause = &WorkerError{Rank: e.rank, Err: e.err}
+			}
+		default:
+			return cause
+		}
+	}
+}
+
+func start(rank int, c LocalConfig, mu *sync.Mutex) (*proc, error) {
+	path, args := c.Command(rank)
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("TORUS_RANK=%d", rank))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, &WorkerError{Rank: rank, Err: fmt.Errorf("start %s: %w", path, err)}
+	}
+	p := &proc{rank: rank, cmd: cmd, stdin: stdin, addr: make(chan string, 1), done: make(chan error, 1)}
+	var pipes sync.WaitGroup
+	pipes.Add(2)
+	go func() { // stdout: the listen line, then anything else as output
+		defer pipes.Done()
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), ListenPrefix); ok && !sent {
+				p.addr <- strings.TrimSpace(a)
+				sent = true
+				continue
+			}
+			writeLine(mu, c.Stderr, rank, sc.Text()+"\n")
+		}
+		if !sent {
+			close(p.addr)
+		}
+	}()
+	go func() { // stderr: rank 0's as is (its live progress line uses \r), others by line
+		defer pipes.Done()
+		if rank == 0 {
+			buf := make([]byte, 4096)
+			for {
+				n, err := stderr.Read(buf)
+				if n > 0 {
+					mu.Lock()
+					_, _ = c.Stderr.Write(buf[:n])
+					mu.Unlock()
+				}
+				if err != nil {
+					return
+				}
+			}
+		}
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			writeLine(mu, c.Stderr, rank, sc.Text()+"\n")
+		}
+	}()
+	go func() {
+		pipes.Wait() // read all output before Wait closes the pipes
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				err = fmt.Errorf("killed by %s", ws.Signal())
+			} else {
+				err = fmt.Errorf("exited with status %d", ee.ExitCode())
+			}
+		}
+		p.done <- err
+	}()
+	return p, nil
+}
+
+func writeLine(mu *sync.Mutex, w io.Writer, rank int, s string) {
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Fprintf(w, "[rank %d] %s", rank, s)
+}

@@ -1,0 +1,220 @@
+package parallel
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/model"
+)
+
+// Ulysses is attention with the heads, not the sequence, split across the SP
+// ranks for the attention itself (DeepSpeed-Ulysses): an all-to-all turns each
+// rank's [Lw, H, Dh] shard of every token into all L tokens of H/SP heads;
+// attention runs locally and blockwise over the whole sequence for those heads;
+// a second all-to-all turns the output back. It needs kv_heads % sp == 0, so
+// every rank's query heads find their key/value heads on the same rank.
+//
+// Every rank must call Forward and Backward in the same order.
+type Ulysses struct {
+	local *model.BlockAttention // over H/SP heads
+	T     Transport
+	Mesh  Mesh
+	n     int
+}
+
+// NewUlysses prepares the head-group attention pieces.
+func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, error) {
+	c := full.P.Config()
+	if c.KVHeads%m.SP != 0 {
+		return nil, fmt.Errorf("parallel: strategy ulysses needs kv_heads (%d) divisible by sp (%d); use strategy ring, or an sp that divides kv_heads", c.KVHeads, m.SP)
+	}
+	p, err := full.P.ForHeads(c.Heads/m.SP, c.KVHeads/m.SP)
+	if err != nil {
+		return nil, err
+	}
+	return &Ulysses{local: &model.BlockAttention{P: p, BlockQ: full.BlockQ, BlockK: full.BlockK, Parallel: full.Parallel}, T: t, Mesh: m}, nil
+}
+
+// allToAll sends parts[j] (a list of tensors) to the j-th rank of this rank's SP
+// group and returns what each rank of the group sent here, in group order.
+func (u *Ulysses) allToAll(ctx context.Context, tag string, parts [][]*tensors.Tensor) ([][]*tensors.Tensor, error) {
+	group := u.Mesh.SPGroup(u.T.Rank())
+	errc := make(chan error, len(group))
+	for j, r := range group {
+		go func() { errc <- u.T.Send(ctx, r, tag, parts[j]...) }()
+	}
+	got := make([][]*tensors.Tensor, len(group))
+	var firstErr error
+	for j, r := range group {
+		ts, err := u.T.Recv(ctx, r, tag)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("ulysses: receive %s from rank %d: %w", tag, r, err)
+		}
+		if err == nil && len(ts) != len(parts[j]) {
+			firstErr = fmt.Errorf("ulysses: %s from rank %d: %d tensors, want %d: %w", tag, r, len(ts), len(parts[j]), ErrProtocol)
+		}
+		got[j] = ts
+	}
+	for range group {
+		if err := <-errc; err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("ulysses: send %s: %w", tag, err)
+		}
+	}
+	return got, firstErr
+}
+
+// headCols: per-token columns of head group j for a tensor of `heads` heads of width w.
+func headCols(j, heads, sp, w int) (c0, c1 int) {
+	per := heads / sp * w
+	return j * per, (j + 1) * per
+}
+
+// scatterHeads cuts t [Lw, heads*w] by head group: part j is [Lw, heads/sp, w].
+func (u *Ulysses) scatterHeads(t *tensors.Tensor, heads, w int) []*tensors.Tensor {
+	lw := t.Shape().Dimensions[0]
+	out := make([]*tensors.Tensor, u.Mesh.SP)
+	for j := range out {
+		c0, c1 := headCols(j, heads, u.Mesh.SP, w)
+		out[j] = model.SliceCols(t, c0, c1, lw, heads/u.Mesh.SP, w)
+	}
+	return out
+}
+
+// gatherHeads puts parts[j] ([Lw, heads/sp * w]) at head group j of a [Lw, dims...] tensor.
+func (u *Ulysses) gatherHeads(parts []*tensors.Tensor, heads, w int, dims ...int) *tensors.Tensor {
+	out := model.NewZeros(parts[0].DType(), dims...)
+	for j, p := range parts {
+		c0, _ := headCols(j, heads, u.Mesh.SP, w)
+		model.SetCols(out, c0, p)
+	}
+	return out
+}
+
+// rows splits t's rows into the group's shard lengths (all equal: zigzag).
+func splitRows(t *tensors.Tensor, n int) []*tensors.Tensor {
+	lw := t.Shape().Dimensions[0] / n
+	out := make([]*tensors.Tensor, n)
+	for i := range out {
+		out[i] = model.SliceRows(t, i*lw, (i+1)*lw)
+	}
+	return out
+}
+
+type gathered struct {
+	q, k, v *tensors.Tensor // [L, H/sp, Dh], [L, KH/sp, Dh]
+	tok     model.Tokens
+}
+
+// toHeads: this rank's tokens of all heads -> all tokens of this rank's heads.
+func (u *Ulysses) toHeads(ctx context.Context, tag string, q, k, v *tensors.Tensor, tok model.Tokens, extra ...*tensors.Tensor) (gathered, [][]*tensors.Tensor, error) {
+	c := u.local.P.Config()
+	hd, sp := c.HeadDimension(), u.Mesh.SP
+	H, KH := c.Heads*sp, c.KVHeads*sp
+	qs, ks, vs := u.scatterHeads(q, H, hd), u.scatterHeads(k, KH, hd), u.scatterHeads(v, KH, hd)
+	pos, doc := model.Int32s(tok.Pos), model.Int32s(tok.Doc)
+	parts := make([][]*tensors.Tensor, sp)
+	for j := range parts {
+		parts[j] = []*tensors.Tensor{qs[j], ks[j], vs[j], pos, doc}
+		for _, e := range extra { // [Lw, H*w] tensors cut by query head group
+			w := e.Shape().Dimensions[1] / H
+			parts[j] = append(parts[j], model.SliceCols(e, j*(H/sp)*w, (j+1)*(H/sp)*w, e.Shape().Dimensions[0], (H/sp)*w))
+		}
+	}
+	got, err := u.allToAll(ctx, tag, parts)
+	if err != nil {
+		return gathered{}, nil, err
+	}
+	var g gathered
+	var qq, kk, vv []*tensors.Tensor
+	for _, ts := range got {
+		qq, kk, vv = append(qq, ts[0]), append(kk, ts[1]), append(vv, ts[2])
+		g.tok.Pos = append(g.tok.Pos, tensors.MustCopyFlatData[int32](ts[3])...)
+		g.tok.Doc = append(g.tok.Doc, tensors.MustCopyFlatData[int32](ts[4])...)
+	}
+	g.q, g.k, g.v = model.ConcatRows(qq...), model.ConcatRows(kk...), model.ConcatRows(vv...)
+	return g, got, nil
+}
+
+// Forward: see trainer.Attention.
+func (u *Ulysses) Forward(ctx context.Context, q, k, v *tensors.Tensor, tok model.Tokens) (o, lse *tensors.Tensor, err error) {
+	u.n++
+	g, _, err := u.toHeads(ctx, fmt.Sprintf("ulysses/%d/in", u.n), q, k, v, tok)
+	if err != nil {
+		return nil, nil, err
+	}
+	og, lseg, err := u.local.Forward(ctx, g.q, g.k, g.v, g.tok)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Back: rank i gets its tokens' rows of this head group.
+	sp := u.Mesh.SP
+	os, ls := splitRows(og, sp), splitRows(lseg, sp)
+	parts := make([][]*tensors.Tensor, sp)
+	for i := range parts {
+		parts[i] = []*tensors.Tensor{os[i], model.ReshapeCopy(ls[i], ls[i].Shape().Dimensions[0], ls[i].Size()/ls[i].Shape().Dimensions[0])}
+	}
+	got, err := u.allToAll(ctx, fmt.Sprintf("ulysses/%d/out", u.n), parts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u.assemble(got, tok.Len())
+}
+
+// assemble puts the head groups' outputs [Lw, (H/sp)*Dh] and lse [Lw, KH/sp*G]
+// back into o [Lw, H*Dh], lse [Lw, KH, G].
+func (u *Ulysses) assemble(got [][]*tensors.Tensor, lw int) (o, lse *tensors.Tensor, err error) {
+	c := u.local.P.Config()
+	sp := u.Mesh.SP
+	H, KH, hd := c.Heads*sp, c.KVHeads*sp, c.HeadDimension()
+	var oParts, lParts []*tensors.Tensor
+	for _, ts := range got {
+		oParts, lParts = append(oParts, ts[0]), append(lParts, ts[1])
+	}
+	o = u.gatherHeads(oParts, H, hd, lw, H*hd)
+	lse = u.gatherHeads(lParts, KH, H/KH, lw, KH, H/KH)
+	return o, lse, nil
+}
+
+// Backward: see trainer.Attention.
+func (u *Ulysses) Backward(ctx context.Context, q, k, v *tensors.Tensor, tok model.Tokens, o, lse, do *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
+	u.n++
+	c := u.local.P.Config()
+	sp := u.Mesh.SP
+	H, KH, hd := c.Heads*sp, c.KVHeads*sp, c.HeadDimension()
+	lw := tok.Len()
+	lse2 := model.ReshapeCopy(lse, lw, KH*(H/KH)) // [Lw, H]: cut like a [Lw, H*1] tensor
+	g, got, err := u.toHeads(ctx, fmt.Sprintf("ulysses/%d/bin", u.n), q, k, v, tok, o, do, lse2)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var oo, dd, ll []*tensors.Tensor
+	for _, ts := range got {
+		oo, dd, ll = append(oo, ts[5]), append(dd, ts[6]), append(ll, ts[7])
+	}
+	L := g.tok.Len()
+	og, dog := model.ConcatRows(oo...), model.ConcatRows(dd...)
+	lseg := model.ReshapeCopy(model.ConcatRows(ll...), L, c.KVHeads, c.Heads/c.KVHeads)
+	dqg, dkg, dvg, err := u.local.Backward(ctx, g.q, g.k, g.v, g.tok, og, lseg, dog)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dqs, dks, dvs := splitRows(dqg, sp), splitRows(dkg, sp), splitRows(dvg, sp)
+	parts := make([][]*tensors.Tensor, sp)
+	for i := range parts {
+		parts[i] = []*tensors.Tensor{dqs[i], dks[i], dvs[i]}
+	}
+	back, err := u.allToAll(ctx, fmt.Sprintf("ulysses/%d/bout", u.n), parts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var qP, kP, vP []*tensors.Tensor
+	for _, ts := range back {
+		qP, kP, vP = append(qP, ts[0]), append(kP, ts[1]), append(vP, ts[2])
+	}
+	dq = u.gatherHeads(qP, H, hd, lw, H, hd)
+	dk = u.gatherHeads(kP, KH, hd, lw, KH, hd)
+	dv = u.gatherHeads(vP, KH, hd, lw, KH, hd)
+	return dq, dk, dv, nil
+}
