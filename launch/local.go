@@ -37,6 +37,8 @@ type LocalConfig struct {
 	// Grace is how long a worker gets between SIGTERM and SIGKILL when the job
 	// is stopped (default 5 s).
 	Grace time.Duration
+	// OnStart, if set, is told each worker's process id as it starts.
+	OnStart func(rank, pid int)
 }
 
 // WorkerError says which rank ended the job, and how.
@@ -49,11 +51,12 @@ func (e *WorkerError) Error() string { return fmt.Sprintf("worker rank %d: %v", 
 func (e *WorkerError) Unwrap() error { return e.Err }
 
 type proc struct {
-	rank  int
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	addr  chan string
-	done  chan error
+	rank   int
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	addr   chan string
+	exited chan struct{} // closed when the process has exited; err is then set
+	err    error
 }
 
 // RunLocal starts the workers, hands them their peers, and waits. It returns nil
@@ -77,16 +80,23 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 				_ = p.cmd.Process.Signal(syscall.SIGTERM)
 			}
 		}
-		deadline := time.After(c.Grace)
+		deadline := time.NewTimer(c.Grace)
+		defer deadline.Stop()
+		late := false
 		for _, p := range procs {
 			if p == nil || p.cmd.Process == nil {
 				continue
 			}
-			select {
-			case <-p.done:
-			case <-deadline:
-				_ = p.cmd.Process.Kill()
+			if !late {
+				select {
+				case <-p.exited:
+					continue
+				case <-deadline.C:
+					late = true
+				}
 			}
+			_ = p.cmd.Process.Kill()
+			<-p.exited
 		}
 	}
 	for r := range c.Workers {
@@ -104,7 +114,8 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		select {
 		case a, ok := <-p.addr:
 			if !ok {
-				err := <-p.done
+				<-p.exited
+				err := p.err
 				stopAll()
 				return &WorkerError{Rank: r, Err: fmt.Errorf("exited before listening: %v", err)}
 			}
@@ -129,10 +140,11 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 	}, c.Workers)
 	for _, p := range procs {
 		go func() {
+			<-p.exited
 			exits <- struct {
 				rank int
 				err  error
-			}{p.rank, <-p.done}
+			}{p.rank, p.err}
 		}()
 	}
 	for range c.Workers {
@@ -189,7 +201,10 @@ func start(rank int, c LocalConfig, mu *sync.Mutex) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, &WorkerError{Rank: rank, Err: fmt.Errorf("start %s: %w", path, err)}
 	}
-	p := &proc{rank: rank, cmd: cmd, stdin: stdin, addr: make(chan string, 1), done: make(chan error, 1)}
+	if c.OnStart != nil {
+		c.OnStart(rank, cmd.Process.Pid)
+	}
+	p := &proc{rank: rank, cmd: cmd, stdin: stdin, addr: make(chan string, 1), exited: make(chan struct{})}
 	var pipes sync.WaitGroup
 	pipes.Add(2)
 	go func() { // stdout: the listen line, then anything else as output
@@ -240,7 +255,8 @@ func start(rank int, c LocalConfig, mu *sync.Mutex) (*proc, error) {
 				err = fmt.Errorf("exited with status %d", ee.ExitCode())
 			}
 		}
-		p.done <- err
+		p.err = err
+		close(p.exited)
 	}()
 	return p, nil
 }

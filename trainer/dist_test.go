@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,8 +95,51 @@ func runWorkers(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strat
 	return out
 }
 
-// TestParallelParity: the loss and every gradient with 2 and 4 workers, ring
-// and Ulysses, packed documents, gradient accumulation 2, equal one worker's.
+// grpcTransports makes n transports over real gRPC on loopback, one per rank,
+// as separate worker processes would (each its own listener and server).
+func grpcTransports(t *testing.T, n int) []parallel.Transport {
+	t.Helper()
+	lns := make([]net.Listener, n)
+	addrs := make([]string, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	ts := make([]parallel.Transport, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g, err := parallel.NewGRPC(context.Background(), parallel.GRPCConfig{Rank: i, Addrs: addrs, Listener: lns[i]})
+			ts[i], errs[i] = g, err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", i, err)
+		}
+	}
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, tr := range ts {
+			wg.Add(1)
+			go func() { defer wg.Done(); tr.Close() }()
+		}
+		wg.Wait()
+	})
+	return ts
+}
+
+// TestParallelParity: the loss and every gradient with 1, 2 and 4 workers over
+// real gRPC on loopback (and the in-process transport), ring and Ulysses, packed
+// documents whose boundaries fall inside and across shards, gradient
+// accumulation 2, equal one worker's alone.
 func TestParallelParity(t *testing.T) {
 	cases := []struct {
 		dtype dtypes.DType
@@ -104,13 +148,17 @@ func TestParallelParity(t *testing.T) {
 	for _, dc := range cases {
 		cfg := parityConfig(t, dc.dtype, 64, 2)
 		want := runWorkers(t, cfg, nil, "")[0]
-		for _, n := range []int{2, 4} {
-			for _, strategy := range []string{"ring", "ulysses"} {
-				if strategy == "ulysses" && cfg.Model.KVHeads%n != 0 {
+		for _, n := range []int{1, 2, 4} {
+			for _, tc := range []struct{ transport, strategy string }{{"grpc", "ring"}, {"grpc", "ulysses"}, {"local", "ring"}} {
+				if tc.strategy == "ulysses" && cfg.Model.KVHeads%n != 0 {
 					continue // needs kv_heads % sp == 0: checked in TestUlyssesNeedsDivisibleKVHeads
 				}
-				t.Run(fmt.Sprintf("%s/%d-workers/%s", dc.dtype, n, strategy), func(t *testing.T) {
-					got := runWorkers(t, cfg, parallel.NewLocal(n), strategy)
+				t.Run(fmt.Sprintf("%s/%d-workers/%s/%s", dc.dtype, n, tc.transport, tc.strategy), func(t *testing.T) {
+					ts := parallel.NewLocal(n)
+					if tc.transport == "grpc" {
+						ts = grpcTransports(t, n)
+					}
+					got := runWorkers(t, cfg, ts, tc.strategy)
 					for r, g := range got {
 						if e := math.Abs(g.loss-want.loss) / math.Abs(want.loss); e > dc.tol {
 							t.Errorf("rank %d: loss %.12g, one worker %.12g (relative error %.3g)", r, g.loss, want.loss, e)

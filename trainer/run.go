@@ -20,8 +20,21 @@ func (d RunDir) Final() string   { return filepath.Join(string(d), "final") }
 // Run trains for the recipe's steps, writing the resolved recipe and one
 // metrics.jsonl line per step into dir, and the final model as a Hugging Face
 // folder in dir/final. onStep (may be nil) sees every step's stats as it ends.
-// A cancelled ctx stops between pieces and returns ctx's error.
+// A cancelled ctx stops between pieces and returns ctx's error. With dir == ""
+// (the other ranks of a parallel job) nothing is written.
 func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) error {
+	if dir == "" {
+		for t.step < t.Config.Schedule.Steps {
+			st, err := t.Step(ctx)
+			if err != nil {
+				return err
+			}
+			if onStep != nil {
+				onStep(st)
+			}
+		}
+		return nil
+	}
 	if err := os.MkdirAll(string(dir), 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}

@@ -1,0 +1,145 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/torusml/torus/launch"
+	"github.com/torusml/torus/parallel"
+	"github.com/torusml/torus/recipe"
+	"github.com/torusml/torus/trainer"
+)
+
+// launchLocal runs a parallel.workers > 1 recipe as that many `torus worker`
+// processes on loopback and waits for them.
+func launchLocal(ctx context.Context, w io.Writer, recipePath string, sets []string, out string, r recipe.Recipe) error {
+	if _, err := os.Stat(trainer.RunDir(out).Metrics()); err == nil {
+		return fmt.Errorf("run directory %s already holds a run (%s): choose another --out or remove it", out, trainer.RunDir(out).Metrics())
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("launch: find this executable: %w", err)
+	}
+	n := r.Parallel.Workers
+	fmt.Fprintf(w, "torus: starting %d workers on this machine (%s, sp %d, dp %d)\n", n, r.Parallel.Strategy, n/r.Parallel.DP, r.Parallel.DP)
+	err = launch.RunLocal(ctx, launch.LocalConfig{
+		Workers: n,
+		Stderr:  w,
+		Command: func(rank int) (string, []string) {
+			args := []string{"worker", recipePath, "--rank", strconv.Itoa(rank), "--world", strconv.Itoa(n), "--out", out, "--progress", r.Log.Progress}
+			for _, s := range sets {
+				args = append(args, "--set", s)
+			}
+			return self, args
+		},
+		OnStart: func(rank, pid int) { fmt.Fprintf(w, "torus: worker rank %d pid %d\n", rank, pid) },
+	})
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	return nil
+}
+
+func newWorkerCmd() *cobra.Command {
+	var (
+		sets     []string
+		out      string
+		progress string
+		rank     int
+		world    int
+		listen   string
+	)
+	cmd := &cobra.Command{
+		Use:    "worker RECIPE.yaml --rank R --world N",
+		Short:  "One worker process of a job (what torus train and torus launch start)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := recipe.Load(args[0], sets)
+			if err != nil {
+				return recipeError(args[0], err)
+			}
+			if progress != "" {
+				r.Log.Progress = progress
+			}
+			if world != r.Parallel.Workers {
+				return fmt.Errorf("worker: --world %d but the recipe has parallel.workers %d", world, r.Parallel.Workers)
+			}
+			if rank < 0 || rank >= world {
+				return fmt.Errorf("worker: --rank %d outside [0, %d)", rank, world)
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("worker rank %d: listen on %s: %w", rank, listen, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", launch.ListenPrefix, ln.Addr())
+			peers, err := readPeers(cmd.InOrStdin(), world)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("worker rank %d: %w", rank, err)
+			}
+			ctx := cmd.Context()
+			t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: peers.Addrs, Listener: ln})
+			if err != nil {
+				return fmt.Errorf("worker rank %d: connect: %w", rank, err)
+			}
+			defer t.Close()
+			sp := r.Parallel.SP
+			if sp == 0 {
+				sp = world / r.Parallel.DP
+			}
+			mesh, err := parallel.NewMesh(world, r.Parallel.DP, sp)
+			if err != nil {
+				return err
+			}
+			return train(ctx, cmd.ErrOrStderr(), r, out, &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy})
+		},
+	}
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a recipe key (repeatable)")
+	cmd.Flags().StringVar(&out, "out", "", "run directory (written by rank 0)")
+	cmd.Flags().StringVar(&progress, "progress", "", "progress display: auto|bar|plain|none")
+	cmd.Flags().IntVar(&rank, "rank", -1, "this worker's rank")
+	cmd.Flags().IntVar(&world, "world", 0, "number of workers")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to serve the other workers on")
+	return cmd
+}
+
+// readPeers reads the launcher's line of addresses (see package launch).
+func readPeers(in io.Reader, world int) (launch.Peers, error) {
+	type result struct {
+		p   launch.Peers
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(in).ReadBytes('\n')
+		if err != nil {
+			got <- result{err: fmt.Errorf("read peer addresses from the launcher: %w", err)}
+			return
+		}
+		var p launch.Peers
+		if err := json.Unmarshal(line, &p); err != nil {
+			got <- result{err: fmt.Errorf("peer addresses from the launcher: %w", err)}
+			return
+		}
+		got <- result{p: p}
+	}()
+	select {
+	case r := <-got:
+		if r.err == nil && len(r.p.Addrs) != world {
+			r.err = fmt.Errorf("launcher sent %d addresses for %d workers", len(r.p.Addrs), world)
+		}
+		return r.p, r.err
+	case <-time.After(5 * time.Minute):
+		return launch.Peers{}, fmt.Errorf("no peer addresses from the launcher within 5 minutes")
+	}
+}
