@@ -56,24 +56,27 @@ func (t *Trainer) dp() int {
 	return t.dist.Mesh.DP
 }
 
-// shard returns this worker's part of micro-batch i of a step: nothing when it
-// belongs to another data-parallel group, else this rank's zigzag slice of it.
-func (t *Trainer) shard(i int, b data.Batch) (data.Batch, bool, error) {
+// mine reports whether micro-batch i of a step belongs to this worker's
+// data-parallel group.
+func (t *Trainer) mine(i int) bool {
 	if t.dist == nil {
-		return b, true, nil
+		return true
 	}
-	dp, sp := t.dist.Mesh.Coords(t.dist.T.Rank())
-	if i%t.dist.Mesh.DP != dp {
-		return data.Batch{}, false, nil
+	dp, _ := t.dist.Mesh.Coords(t.dist.T.Rank())
+	return i%t.dist.Mesh.DP == dp
+}
+
+// shard returns this rank's zigzag slice of a micro-batch.
+func (t *Trainer) shard(b data.Batch) (data.Batch, error) {
+	if t.dist == nil || t.dist.Mesh.SP == 1 {
+		return b, nil
 	}
-	if t.dist.Mesh.SP == 1 {
-		return b, true, nil
-	}
+	_, sp := t.dist.Mesh.Coords(t.dist.T.Rank())
 	idx, err := t.dist.Mesh.Zigzag(sp, len(b.Tokens))
 	if err != nil {
-		return data.Batch{}, false, err
+		return data.Batch{}, err
 	}
-	return ShardBatch(b, idx), true, nil
+	return ShardBatch(b, idx), nil
 }
 
 // ShardBatch picks the tokens at idx, each with its target, position, document
@@ -89,26 +92,83 @@ func ShardBatch(b data.Batch, idx []int) data.Batch {
 	return s
 }
 
-// reduce sums the gradients and the loss over every worker (a ring all-reduce);
-// alone it returns the loss as is.
-func (t *Trainer) reduce(ctx context.Context, loss float64) (float64, error) {
-	if t.dist == nil || t.dist.Mesh.World == 1 {
+// reducer sums gradients over every worker in buckets: one per layer, started
+// (in the background) as soon as the layer's backward has finished in the
+// step's last micro-batch, so it overlaps the backward of the layers below; and
+// a last one with the embedding, the final norm, the head and the loss.
+type reducer struct {
+	t       *Trainer
+	ctx     context.Context
+	cancel  context.CancelFunc
+	step    int
+	pending []chan error
+}
+
+func (t *Trainer) newReducer(ctx context.Context) *reducer {
+	t.nreduce++
+	ctx, cancel := context.WithCancel(ctx)
+	return &reducer{t: t, ctx: ctx, cancel: cancel, step: t.nreduce}
+}
+
+func (r *reducer) active() bool { return r.t.dist != nil && r.t.dist.Mesh.World > 1 }
+
+func (r *reducer) start(tag string, ts []*tensors.Tensor) {
+	done := make(chan error, 1)
+	r.pending = append(r.pending, done)
+	go func() {
+		done <- parallel.AllReduceSum(r.ctx, r.t.dist.T, r.t.allRanks(), fmt.Sprintf("grads/%d/%s", r.step, tag), ts)
+	}()
+}
+
+// layer starts the all-reduce of layer l's gradients.
+func (r *reducer) layer(l int) {
+	if !r.active() {
+		return
+	}
+	var ts []*tensors.Tensor
+	for _, name := range r.t.layerParams[l] {
+		ts = append(ts, r.t.grads[name])
+	}
+	r.start(fmt.Sprintf("layer%d", l), ts)
+}
+
+// finish reduces what is left, waits for every bucket, and returns the summed loss.
+func (r *reducer) finish(loss float64) (float64, error) {
+	defer r.cancel()
+	if !r.active() {
 		return loss, nil
 	}
-	t.nreduce++
+	lossT := model.ReshapeCopy(model.NewScalar(r.t.Params.DType, loss), 1)
+	var ts []*tensors.Tensor
+	for _, name := range r.t.otherParams {
+		ts = append(ts, r.t.grads[name])
+	}
+	r.start("rest", append(ts, lossT))
+	var first error
+	for _, done := range r.pending {
+		if err := <-done; err != nil && first == nil {
+			first = err
+			r.cancel() // the other buckets cannot complete either
+		}
+	}
+	if first != nil {
+		return 0, fmt.Errorf("gradient all-reduce: %w", first)
+	}
+	return model.ToFloat64(lossT)[0], nil
+}
+
+// abandon stops buckets in flight after a failed step.
+func (r *reducer) abandon() {
+	r.cancel()
+	for _, done := range r.pending {
+		<-done
+	}
+}
+
+func (t *Trainer) allRanks() []int {
 	all := make([]int, t.dist.Mesh.World)
 	for i := range all {
 		all[i] = i
 	}
-	ts := make([]*tensors.Tensor, 0, len(t.order)+1)
-	for _, name := range t.order {
-		ts = append(ts, t.grads[name])
-	}
-	lossT := model.NewScalar(t.Params.DType, loss)
-	lossT = model.ReshapeCopy(lossT, 1)
-	ts = append(ts, lossT)
-	if err := parallel.AllReduceSum(ctx, t.dist.T, all, fmt.Sprintf("grads/%d", t.nreduce), ts); err != nil {
-		return 0, fmt.Errorf("gradient all-reduce: %w", err)
-	}
-	return model.ToFloat64(lossT)[0], nil
+	return all
 }

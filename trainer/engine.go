@@ -108,8 +108,10 @@ func (e *Engine) layerForward(ctx context.Context, l int, h *tensors.Tensor, bt 
 }
 
 // ForwardBackward runs one micro-batch: the loss sum(weight*CE)*scale and, added
-// into grads, its gradient with respect to every parameter.
-func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float64, grads Grads) (float64, error) {
+// into grads, its gradient with respect to every parameter. If layerDone is not
+// nil it is called as each layer's gradients are complete (the trainer starts
+// their all-reduce there, overlapping the layers still to go back through).
+func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float64, grads Grads, layerDone func(layer int)) (float64, error) {
 	p := e.Params
 	c := p.Config
 	bt, err := e.prepare(b)
@@ -152,6 +154,9 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		}
 		if dh, err = e.layerBackward(ctx, l, saved, dh, bt, grads); err != nil {
 			return 0, fmt.Errorf("trainer: layer %d backward: %w", l, err)
+		}
+		if layerDone != nil {
+			layerDone(l)
 		}
 	}
 	model.EmbedGrad(grads[embedName], b.Tokens, dh)

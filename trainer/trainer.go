@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -39,7 +40,10 @@ type Trainer struct {
 	order   []string // parameter names in order
 	step    int
 	dist    *Dist // nil: a single worker
-	nreduce int   // all-reduces so far, for tags
+	nreduce int   // steps reduced so far, for tags
+
+	layerParams [][]string // each layer's parameter names, and the rest: the all-reduce buckets
+	otherParams []string
 }
 
 // New builds a trainer: backend, parameters (fresh or loaded), compiled pieces,
@@ -80,12 +84,14 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			Store:         NewKeepStore(),
 			KeepAttention: c.KeepAttention,
 		},
-		dist:    d,
-		backend: backend,
-		loader:  loader,
-		opt:     optim.NewAdamW(c.AdamW),
-		grads:   NewGrads(params),
-		order:   params.Names(),
+		dist:        d,
+		backend:     backend,
+		loader:      loader,
+		opt:         optim.NewAdamW(c.AdamW),
+		grads:       NewGrads(params),
+		order:       params.Names(),
+		layerParams: layerParams(params),
+		otherParams: otherParams(params),
 	}, nil
 }
 
@@ -191,21 +197,33 @@ func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err
 		return 0, 0, fmt.Errorf("no target tokens in %d sequences (documents of one token?)", len(micro))
 	}
 	t.grads.Zero()
+	last := -1 // this worker's last micro-batch: its backward completes each layer's gradients
+	for i := range micro {
+		if t.mine(i) {
+			last = i
+		}
+	}
+	red := t.newReducer(ctx)
 	for i, b := range micro {
-		b, ok, err := t.shard(i, b)
+		if !t.mine(i) {
+			continue // another data-parallel group's micro-batch
+		}
+		b, err := t.shard(b)
 		if err != nil {
 			return 0, 0, err
 		}
-		if !ok {
-			continue // another data-parallel group's micro-batch
+		var layerDone func(int)
+		if i == last {
+			layerDone = red.layer
 		}
-		l, err := t.Engine.ForwardBackward(ctx, b, 1/float64(targets), t.grads)
+		l, err := t.Engine.ForwardBackward(ctx, b, 1/float64(targets), t.grads, layerDone)
 		if err != nil {
+			red.abandon()
 			return 0, 0, err
 		}
 		loss += l
 	}
-	if loss, err = t.reduce(ctx, loss); err != nil {
+	if loss, err = red.finish(loss); err != nil {
 		return 0, 0, err
 	}
 	return loss, targets, nil
@@ -260,4 +278,25 @@ func flat(t *tensors.Tensor, fn func(optim.Vec)) {
 			panic(fmt.Sprintf("trainer: parameter of dtype %s", t.DType()))
 		}
 	})
+}
+
+func layerParams(p *model.Params) [][]string {
+	out := make([][]string, p.Config.Layers)
+	for _, name := range p.Names() {
+		var l int
+		if _, err := fmt.Sscanf(name, "model.layers.%d.", &l); err == nil {
+			out[l] = append(out[l], name)
+		}
+	}
+	return out
+}
+
+func otherParams(p *model.Params) []string {
+	var out []string
+	for _, name := range p.Names() {
+		if !strings.HasPrefix(name, "model.layers.") {
+			out = append(out, name)
+		}
+	}
+	return out
 }
