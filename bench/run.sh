@@ -11,6 +11,8 @@
 #   BENCH_LENGTHS="1024 4096 16384"   lengths to run
 #   BENCH_STEPS=5                      timed steps per length
 #   BENCH_RECOMPUTE=except_attention   torus's memory.recompute (layer keeps only layer inputs)
+#   BENCH_PAR_LENGTH=16384             sequence for 2 workers (one core each) vs 1 worker (two cores)
+#   BENCH_PAR_STEPS=3                  timed steps of that comparison
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOEXPERIMENT=${GOEXPERIMENT:-simd} GOFLAGS=${GOFLAGS:--buildvcs=false}
@@ -43,6 +45,10 @@ state() { # the machine's state, beside every figure
     bash bench/torch/run.sh --steps "$steps" --warmup 1 --timeout-s 600 "$L"
     state "after $L"
   done
+  echo "bench: 2 workers vs 1 at ${BENCH_PAR_LENGTH:-16384}" >&2
+  ./bin/stepbench --mode parallel --seq-len "${BENCH_PAR_LENGTH:-16384}" --steps "${BENCH_PAR_STEPS:-3}" --warmup 1 --recompute "$recompute" \
+    || echo '{"impl":"torus-parallel","status":"failed"}'
+  state "after parallel"
 } | tee "$out"
 echo >&2
 ./bin/benchreport < "$out"

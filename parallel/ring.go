@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -23,7 +24,8 @@ type RingAttention struct {
 	Attn *model.BlockAttention
 	T    Transport
 	Mesh Mesh
-	n    int // calls so far, for tags
+	Wait *WaitClock // time blocked on a block not here yet (may be nil)
+	n    int        // calls so far, for tags
 }
 
 // block is a key/value block on its way around the ring.
@@ -57,6 +59,7 @@ func (r *RingAttention) exchange(ctx context.Context, tag string, ts []*tensors.
 		got <- result{ts, err}
 	}()
 	return func() ([]*tensors.Tensor, error) {
+		defer r.Wait.Since(time.Now())
 		res := <-got
 		if err := <-sendErr; err != nil {
 			return nil, fmt.Errorf("ring attention: send %s: %w", tag, err)

@@ -3,6 +3,7 @@ package parallel
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -21,6 +22,7 @@ type Ulysses struct {
 	local *model.BlockAttention // over H/SP heads
 	T     Transport
 	Mesh  Mesh
+	Wait  *WaitClock // time blocked in the all-to-alls (may be nil)
 	n     int
 }
 
@@ -40,6 +42,7 @@ func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, erro
 // allToAll sends parts[j] (a list of tensors) to the j-th rank of this rank's SP
 // group and returns what each rank of the group sent here, in group order.
 func (u *Ulysses) allToAll(ctx context.Context, tag string, parts [][]*tensors.Tensor) ([][]*tensors.Tensor, error) {
+	defer u.Wait.Since(time.Now())
 	group := u.Mesh.SPGroup(u.T.Rank())
 	errc := make(chan error, len(group))
 	for j, r := range group {

@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -15,7 +16,8 @@ import (
 type Dist struct {
 	T        parallel.Transport
 	Mesh     parallel.Mesh
-	Strategy string // ring | ulysses
+	Strategy string             // ring | ulysses
+	Wait     parallel.WaitClock // time this worker's steps were blocked on communication
 }
 
 // attention is the schedule for this worker: blockwise alone, or across the ring.
@@ -34,9 +36,13 @@ func (d *Dist) attention(local *model.BlockAttention, c Config) (Attention, erro
 	}
 	switch d.Strategy {
 	case "ring", "":
-		return &parallel.RingAttention{Attn: local, T: d.T, Mesh: d.Mesh}, nil
+		return &parallel.RingAttention{Attn: local, T: d.T, Mesh: d.Mesh, Wait: &d.Wait}, nil
 	case "ulysses":
-		return parallel.NewUlysses(local, d.T, d.Mesh)
+		u, err := parallel.NewUlysses(local, d.T, d.Mesh)
+		if u != nil {
+			u.Wait = &d.Wait
+		}
+		return u, err
 	}
 	return nil, fmt.Errorf("trainer: parallel.strategy %q (ring or ulysses)", d.Strategy)
 }
@@ -145,6 +151,7 @@ func (r *reducer) finish(loss float64) (float64, error) {
 	}
 	r.start("rest", append(ts, lossT))
 	var first error
+	defer r.t.dist.Wait.Since(time.Now())
 	for _, done := range r.pending {
 		if err := <-done; err != nil && first == nil {
 			first = err

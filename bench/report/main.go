@@ -35,6 +35,7 @@ type row struct {
 
 func main() {
 	torus, torch := map[int]row{}, map[int]row{}
+	var par []parRow
 	var peakTorus, peakTorch float64
 	var machine []row
 	sc := bufio.NewScanner(os.Stdin)
@@ -42,6 +43,13 @@ func main() {
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		if strings.Contains(line, `"impl":"torus-parallel"`) {
+			var p parRow
+			if err := json.Unmarshal([]byte(line), &p); err == nil {
+				par = append(par, p)
+			}
 			continue
 		}
 		var r row
@@ -125,6 +133,15 @@ func main() {
 			break
 		}
 	}
+	for _, p := range par {
+		fmt.Printf("\n\nSequence parallelism, seq_len %d (ring, recompute %s): 1 worker on 2 cores %.2f s/step; 2 workers on one core each %.2f s/step; ratio %.2fx\n",
+			p.SeqLen, p.Recompute, p.One, p.Two, p.Ratio)
+		fmt.Println("| rank | s/step | blocked on communication | bytes sent/step | predicted from the model's shape | peak RSS |")
+		fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: |")
+		for _, w := range p.Workers {
+			fmt.Printf("| %d | %.3f | %.1f%% | %d | %d | %.0f MiB |\n", w.Rank, w.Median, 100*w.WaitShare, w.Sent, w.Predicted, mib(w.PeakRSS))
+		}
+	}
 	fmt.Println("\n\nMachine state:")
 	for _, m := range machine {
 		fmt.Printf("  %-12s %s  load %s  %d cores  %.1f GiB available\n", m.Phase, m.CPU, m.LoadAvg, m.NProc, float64(m.MemKiB)/(1<<20))
@@ -132,3 +149,19 @@ func main() {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+type parRow struct {
+	SeqLen    int     `json:"seq_len"`
+	Recompute string  `json:"recompute"`
+	One       float64 `json:"one_worker_two_cores_s"`
+	Two       float64 `json:"two_workers_one_core_each_s"`
+	Ratio     float64 `json:"ratio_two_over_one"`
+	Workers   []struct {
+		Rank      int     `json:"rank"`
+		Median    float64 `json:"step_seconds_median"`
+		WaitShare float64 `json:"wait_share"`
+		Sent      int64   `json:"bytes_sent_per_step"`
+		Predicted int64   `json:"bytes_predicted"`
+		PeakRSS   int64   `json:"peak_rss_bytes"`
+	} `json:"workers"`
+}

@@ -31,11 +31,22 @@ func main() {
 		blockK  = flag.Int("block-k", 512, "attention key block")
 		layers  = flag.Int("layers", 4, "decoder layers")
 		profile = flag.String("cpuprofile", "", "write a CPU profile of the timed steps")
-		mode    = flag.String("mode", "step", "step | matmul-peak")
+		mode    = flag.String("mode", "step", "step | matmul-peak | parallel (1 worker on 2 cores vs 2 on one core each) | worker")
+		rank    = flag.Int("rank", 0, "worker mode: this worker's rank")
+		result  = flag.String("result", "", "worker mode: where to write this worker's JSON result")
 		recomp  = flag.String("recompute", "layer", "memory.recompute: layer | except_attention")
 	)
 	flag.Parse()
-	if err := run(*mode, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers, *profile); err != nil {
+	var err error
+	switch *mode {
+	case "parallel":
+		err = runParallel(*recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+	case "worker":
+		err = runWorker(*rank, *result, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+	default:
+		err = run(*mode, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers, *profile)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "stepbench:", err)
 		os.Exit(1)
 	}
@@ -49,41 +60,11 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 		}
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{"impl": "torus", "matmul_gflops": gflops})
 	}
-	dir, err := os.MkdirTemp("", "stepbench")
+	cfg, cleanup, err := benchConfig(recompute, seqLen, steps, warmup, blockQ, blockK, layers)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	// Random bytes as one long document: the step sees real data loading and packing.
-	rng := rand.New(rand.NewPCG(1, 2))
-	text := make([]byte, seqLen*(steps+warmup+2))
-	for i := range text {
-		text[i] = byte(rng.IntN(256))
-	}
-	path := filepath.Join(dir, "random.txt")
-	if err := os.WriteFile(path, text, 0o644); err != nil {
-		return err
-	}
-	// The reference model, fresh, with the recipe defaults for everything else.
-	cfg := trainer.Config{
-		Seed:    1,
-		Backend: "go",
-		Model: model.Config{Vocab: 256, Dim: 256, Layers: layers, Heads: 8, KVHeads: 4, MLPDim: 688,
-			RopeTheta: 10000, NormEps: 1e-5},
-		DType:         dtypes.Float32,
-		InitStd:       0.02,
-		Sources:       []data.SourceConfig{{Type: "text_file", Path: path}},
-		Tokenizer:     "byte",
-		SeqLen:        seqLen,
-		Interleave:    1,
-		AttnBlockQ:    blockQ,
-		AttnBlockK:    blockK,
-		KeepAttention: recompute == "except_attention",
-		AdamW:         optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1},
-		Schedule:      optim.Schedule{LR: 3e-4, Steps: steps + warmup, Decay: "cosine", MinLRRatio: 0.1},
-		MaxGradNorm:   1,
-		GradAccum:     1,
-	}
+	defer cleanup()
 	t, err := trainer.New(cfg, nil)
 	if err != nil {
 		return err
@@ -129,6 +110,48 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 		"step_seconds_median": med, "step_seconds_all": times, "tokens_per_s": float64(seqLen) / med,
 		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": StepFLOPs(cfg.Model, seqLen), "status": "ok",
 	})
+}
+
+// benchConfig is the reference model on a file of random bytes (the step sees
+// real data loading and packing), fresh, with the recipe defaults for the rest.
+func benchConfig(recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) (trainer.Config, func(), error) {
+	dir, err := os.MkdirTemp("", "stepbench")
+	if err != nil {
+		return trainer.Config{}, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	// Random bytes as one long document: the step sees real data loading and packing.
+	rng := rand.New(rand.NewPCG(1, 2))
+	text := make([]byte, seqLen*(steps+warmup+2))
+	for i := range text {
+		text[i] = byte(rng.IntN(256))
+	}
+	path := filepath.Join(dir, "random.txt")
+	if err := os.WriteFile(path, text, 0o644); err != nil {
+		cleanup()
+		return trainer.Config{}, nil, err
+	}
+	// The reference model, fresh, with the recipe defaults for everything else.
+	cfg := trainer.Config{
+		Seed:    1,
+		Backend: "go",
+		Model: model.Config{Vocab: 256, Dim: 256, Layers: layers, Heads: 8, KVHeads: 4, MLPDim: 688,
+			RopeTheta: 10000, NormEps: 1e-5},
+		DType:         dtypes.Float32,
+		InitStd:       0.02,
+		Sources:       []data.SourceConfig{{Type: "text_file", Path: path}},
+		Tokenizer:     "byte",
+		SeqLen:        seqLen,
+		Interleave:    1,
+		AttnBlockQ:    blockQ,
+		AttnBlockK:    blockK,
+		KeepAttention: recompute == "except_attention",
+		AdamW:         optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1},
+		Schedule:      optim.Schedule{LR: 3e-4, Steps: steps + warmup, Decay: "cosine", MinLRRatio: 0.1},
+		MaxGradNorm:   1,
+		GradAccum:     1,
+	}
+	return cfg, cleanup, nil
 }
 
 func median(x []float64) float64 {

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/torusml/torus/launch"
+	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/parallel"
+	"github.com/torusml/torus/trainer"
+)
+
+// workerResult is what each worker of a parallel run measured.
+type workerResult struct {
+	Rank        int       `json:"rank"`
+	StepSeconds []float64 `json:"step_seconds"`
+	WaitSeconds []float64 `json:"wait_seconds"` // blocked on communication, per step
+	BytesSent   []int64   `json:"bytes_sent"`   // per step
+	PeakRSS     int64     `json:"peak_rss_bytes"`
+}
+
+// runWorker is one rank of a 2-worker job: it listens, learns its peer from the
+// launcher (stdin), trains, and writes its measurements.
+func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
+	cfg, cleanup, err := benchConfig(recompute, seqLen, steps, warmup, blockQ, blockK, layers)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s%s\n", launch.ListenPrefix, ln.Addr())
+	line, err := bufio.NewReader(os.Stdin).ReadBytes('\n')
+	if err != nil {
+		return err
+	}
+	var peers launch.Peers
+	if err := json.Unmarshal(line, &peers); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	tr, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: peers.Addrs, Listener: ln})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	mesh, err := parallel.NewMesh(len(peers.Addrs), 1, len(peers.Addrs))
+	if err != nil {
+		return err
+	}
+	d := &trainer.Dist{T: tr, Mesh: mesh, Strategy: "ring"}
+	t, err := trainer.New(cfg, d)
+	if err != nil {
+		return err
+	}
+	res := workerResult{Rank: rank}
+	for i := range warmup + steps {
+		wait0, sent0 := d.Wait.Seconds(), tr.Stats().BytesSent
+		st, err := t.Step(ctx)
+		if err != nil {
+			return err
+		}
+		if i >= warmup {
+			res.StepSeconds = append(res.StepSeconds, st.StepSeconds)
+			res.WaitSeconds = append(res.WaitSeconds, d.Wait.Seconds()-wait0)
+			res.BytesSent = append(res.BytesSent, tr.Stats().BytesSent-sent0)
+		}
+	}
+	res.PeakRSS = trainer.PeakRSS()
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(result, b, 0o644)
+}
+
+// predictedBytes is what ring attention and the bucketed all-reduce must send
+// from one rank per step, from the model's shape alone.
+func predictedBytes(c model.Config, seqLen, sp, rank int, keepAttention bool, nParams int) int64 {
+	lw := int64(seqLen / sp)
+	kv := 2*lw*int64(c.KVHeads*c.HeadDimension())*4 + 2*lw*4 // k, v (float32) and positions, document ids (int32)
+	grads := 2 * lw * int64(c.KVHeads*c.HeadDimension()) * 4 // dk, dv
+	perLayer := int64(sp-1)*kv +                             // forward
+		int64(sp-1)*kv + int64(sp)*grads // backward: the blocks again, with their gradients
+	if !keepAttention {
+		perLayer += int64(sp-1) * kv // the forward again, recomputed in backward
+	}
+	total := int64(c.Layers) * perLayer
+	// The all-reduce: one bucket per layer, one for the rest plus the loss.
+	layerN := nParams - (c.Vocab*c.Dim*2 + c.Dim) // untied: embedding, head, final norm
+	perLayerN := layerN / c.Layers
+	for range c.Layers {
+		total += int64(parallel.SentElems(perLayerN, sp, rank)) * 4
+	}
+	total += int64(parallel.SentElems(nParams-layerN+1, sp, rank)) * 4
+	return total
+}
+
+// runParallel: the same sequence with 1 worker on both cores, then 2 workers
+// pinned to one core each, side by side in one run.
+func runParallel(recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"--recompute", recompute, "--seq-len", strconv.Itoa(seqLen), "--steps", strconv.Itoa(steps),
+		"--warmup", strconv.Itoa(warmup), "--block-q", strconv.Itoa(blockQ), "--block-k", strconv.Itoa(blockK),
+		"--layers", strconv.Itoa(layers)}
+	fmt.Fprintf(os.Stderr, "stepbench: 1 worker, 2 cores, seq_len %d\n", seqLen)
+	one, err := exec.Command(self, append([]string{"--mode", "step"}, args...)...).Output()
+	if err != nil {
+		return fmt.Errorf("1 worker: %w", err)
+	}
+	var single struct {
+		Median float64 `json:"step_seconds_median"`
+	}
+	if err := json.Unmarshal(one, &single); err != nil {
+		return fmt.Errorf("1 worker: %w (%s)", err, one)
+	}
+	dir, err := os.MkdirTemp("", "stepbench-par")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintf(os.Stderr, "stepbench: 2 workers, one core each (taskset), seq_len %d\n", seqLen)
+	err = launch.RunLocal(context.Background(), launch.LocalConfig{
+		Workers: 2,
+		Stderr:  os.Stderr,
+		Command: func(rank int) (string, []string) {
+			a := append([]string{"-c", strconv.Itoa(rank), "env", "GOMAXPROCS=1", self, "--mode", "worker",
+				"--rank", strconv.Itoa(rank), "--result", filepath.Join(dir, fmt.Sprintf("rank%d.json", rank))}, args...)
+			return "taskset", a
+		},
+		StartTimeout: 5 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("2 workers: %w", err)
+	}
+	cfg, cleanup, err := benchConfig(recompute, seqLen, steps, warmup, blockQ, blockK, layers)
+	if err != nil {
+		return err
+	}
+	cleanup()
+	p, err := model.Init(cfg.Model, cfg.DType, 0.02, 1)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"impl": "torus-parallel", "seq_len": seqLen, "recompute": recompute,
+		"one_worker_two_cores_s": single.Median}
+	var workers []map[string]any
+	var slowest float64
+	for r := range 2 {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("rank%d.json", r)))
+		if err != nil {
+			return err
+		}
+		var w workerResult
+		if err := json.Unmarshal(b, &w); err != nil {
+			return err
+		}
+		med := median(w.StepSeconds)
+		slowest = max(slowest, med)
+		waitShare := median(w.WaitSeconds) / med
+		workers = append(workers, map[string]any{
+			"rank": r, "step_seconds_median": med, "wait_share": waitShare,
+			"bytes_sent_per_step": w.BytesSent[len(w.BytesSent)-1],
+			"bytes_predicted":     predictedBytes(cfg.Model, seqLen, 2, r, cfg.KeepAttention, p.NumParams()),
+			"peak_rss_bytes":      w.PeakRSS,
+		})
+	}
+	out["workers"] = workers
+	out["two_workers_one_core_each_s"] = slowest
+	out["ratio_two_over_one"] = slowest / single.Median
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
