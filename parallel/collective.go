@@ -102,3 +102,46 @@ func AllReduceBytes(n, size, P int) int64 {
 	}
 	return int64(2*(P-1)) * int64(n) * int64(size) / int64(P)
 }
+
+// AllToAll sends parts[j] to group[j] and returns what each rank of the group
+// sent here, in group order (parts[me] comes back to this rank itself). Every
+// rank of the group must call it with the same tag.
+func AllToAll(ctx context.Context, t Transport, group []int, tag string, parts [][]*tensors.Tensor) ([][]*tensors.Tensor, error) {
+	if len(parts) != len(group) {
+		return nil, fmt.Errorf("parallel: all-to-all %s: %d parts for a group of %d", tag, len(parts), len(group))
+	}
+	errc := make(chan error, len(group))
+	for j, r := range group {
+		go func() { errc <- t.Send(ctx, r, tag, parts[j]...) }()
+	}
+	got := make([][]*tensors.Tensor, len(group))
+	var first error
+	for j, r := range group {
+		ts, err := t.Recv(ctx, r, tag)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("parallel: all-to-all %s: receive from rank %d: %w", tag, r, err)
+		case len(ts) != len(parts[j]):
+			err = &PeerError{Rank: r, Err: fmt.Errorf("%w: all-to-all %s: %d tensors, want %d", ErrProtocol, tag, len(ts), len(parts[j]))}
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+		got[j] = ts
+	}
+	for range group {
+		if err := <-errc; err != nil && first == nil {
+			first = fmt.Errorf("parallel: all-to-all %s: send: %w", tag, err)
+		}
+	}
+	return got, first
+}
+
+// AllGather returns every group rank's ts, in group order.
+func AllGather(ctx context.Context, t Transport, group []int, tag string, ts []*tensors.Tensor) ([][]*tensors.Tensor, error) {
+	parts := make([][]*tensors.Tensor, len(group))
+	for j := range parts {
+		parts[j] = ts
+	}
+	return AllToAll(ctx, t, group, tag, parts)
+}

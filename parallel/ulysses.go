@@ -39,33 +39,10 @@ func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, erro
 	return &Ulysses{local: &model.BlockAttention{P: p, BlockQ: full.BlockQ, BlockK: full.BlockK, Parallel: full.Parallel}, T: t, Mesh: m}, nil
 }
 
-// allToAll sends parts[j] (a list of tensors) to the j-th rank of this rank's SP
-// group and returns what each rank of the group sent here, in group order.
+// allToAll exchanges parts within this rank's SP group (see AllToAll).
 func (u *Ulysses) allToAll(ctx context.Context, tag string, parts [][]*tensors.Tensor) ([][]*tensors.Tensor, error) {
 	defer u.Wait.Since(time.Now())
-	group := u.Mesh.SPGroup(u.T.Rank())
-	errc := make(chan error, len(group))
-	for j, r := range group {
-		go func() { errc <- u.T.Send(ctx, r, tag, parts[j]...) }()
-	}
-	got := make([][]*tensors.Tensor, len(group))
-	var firstErr error
-	for j, r := range group {
-		ts, err := u.T.Recv(ctx, r, tag)
-		if err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("ulysses: receive %s from rank %d: %w", tag, r, err)
-		}
-		if err == nil && len(ts) != len(parts[j]) {
-			firstErr = fmt.Errorf("ulysses: %s from rank %d: %d tensors, want %d: %w", tag, r, len(ts), len(parts[j]), ErrProtocol)
-		}
-		got[j] = ts
-	}
-	for range group {
-		if err := <-errc; err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("ulysses: send %s: %w", tag, err)
-		}
-	}
-	return got, firstErr
+	return AllToAll(ctx, u.T, u.Mesh.SPGroup(u.T.Rank()), tag, parts)
 }
 
 // headCols: per-token columns of head group j for a tensor of `heads` heads of width w.
