@@ -31,6 +31,18 @@ func newRecipeCmd() *cobra.Command {
 	return cmd
 }
 
+// loadRecipe loads a recipe with its --set overrides and the --progress flag.
+func loadRecipe(path string, sets []string, progress string) (recipe.Recipe, error) {
+	r, err := recipe.Load(path, sets)
+	if err != nil {
+		return r, recipeError(path, err)
+	}
+	if progress != "" {
+		r.Log.Progress = progress
+	}
+	return r, nil
+}
+
 // recipeError puts a recipe's problems under one heading, one per line.
 func recipeError(path string, err error) error {
 	if ps, ok := err.(recipe.Problems); ok && len(ps) > 1 {

@@ -25,12 +25,9 @@ func newTrainCmd() *cobra.Command {
 		Short: "Train or fine-tune on this machine, from a YAML recipe",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := recipe.Load(args[0], sets)
+			r, err := loadRecipe(args[0], sets, progress)
 			if err != nil {
-				return recipeError(args[0], err)
-			}
-			if progress != "" {
-				r.Log.Progress = progress
+				return err
 			}
 			if out == "" {
 				out = filepath.Join("runs", r.Name+"-"+time.Now().Format("20060102-150405"))

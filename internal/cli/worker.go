@@ -64,12 +64,9 @@ func newWorkerCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := recipe.Load(args[0], sets)
+			r, err := loadRecipe(args[0], sets, progress)
 			if err != nil {
-				return recipeError(args[0], err)
-			}
-			if progress != "" {
-				r.Log.Progress = progress
+				return err
 			}
 			if world != r.Parallel.Workers {
 				return fmt.Errorf("worker: --world %d but the recipe has parallel.workers %d", world, r.Parallel.Workers)
