@@ -35,21 +35,28 @@ type Transport interface {
 	// Recv returns the tensors of the oldest message from rank `from` with tag.
 	// If want is not empty, the message must hold exactly len(want) tensors of
 	// those dtypes and shapes, or Recv fails with an ErrProtocol error naming the
-	// peer, the tag and both shapes.
+	// peer, the tag and both shapes; that message is consumed, and the
+	// transport stays usable.
 	Recv(ctx context.Context, from int, tag string, want ...Spec) ([]*tensors.Tensor, error)
 	// Stats are the bytes moved and the time spent waiting in Recv so far.
 	Stats() Stats
-	// Close releases the transport; pending calls fail.
+	// Close releases the transport; pending and later calls fail (with
+	// ErrClosed, unless a failure came first). Its peers see it leave: their
+	// calls with this rank fail with a PeerError wrapping ErrPeerLost, a Recv
+	// only once the messages sent before Close are taken.
 	Close() error
 }
 
-// Spec is the expected dtype and shape of a received tensor.
+// Spec is the expected dtype and shape of a received tensor. Shape is compared
+// exactly, axis by axis: nil and []int{} both mean a scalar (there is no
+// "any shape").
 type Spec struct {
 	DType string // "float32", "float64", "int32"; "" accepts any
 	Shape []int
 }
 
-// Stats count what a transport has done.
+// Stats count what a transport has done. Bytes are payload bytes (the tensors'
+// data, not framing); a message to oneself counts as both sent and received.
 type Stats struct {
 	BytesSent, BytesRecv int64
 	RecvWaitSeconds      float64 // time Recv spent blocked waiting for data
