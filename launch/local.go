@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -51,12 +52,13 @@ func (e *WorkerError) Error() string { return fmt.Sprintf("worker rank %d: %v", 
 func (e *WorkerError) Unwrap() error { return e.Err }
 
 type proc struct {
-	rank   int
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	addr   chan string
-	exited chan struct{} // closed when the process has exited; err is then set
-	err    error
+	stopped atomic.Bool // we signalled it: its death by a signal is ours, not a cause
+	rank    int
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	addr    chan string
+	exited  chan struct{} // closed when the process has exited; err is then set
+	err     error
 }
 
 // RunLocal starts the workers, hands them their peers, and waits. It returns nil
@@ -77,7 +79,8 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 	stopAll := func() {
 		for _, p := range procs {
 			if p != nil && p.cmd.Process != nil {
-				_ = p.cmd.Process.Signal(syscall.SIGTERM)
+				p.stopped.Store(true)
+				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM) // its whole process group
 			}
 		}
 		deadline := time.NewTimer(c.Grace)
@@ -95,7 +98,7 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 					late = true
 				}
 			}
-			_ = p.cmd.Process.Kill()
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 			<-p.exited
 		}
 	}
@@ -134,17 +137,11 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		_ = p.stdin.Close()
 	}
 	// Watch: the first failure stops the job.
-	exits := make(chan struct {
-		rank int
-		err  error
-	}, c.Workers)
+	exits := make(chan exit, c.Workers)
 	for _, p := range procs {
 		go func() {
 			<-p.exited
-			exits <- struct {
-				rank int
-				err  error
-			}{p.rank, p.err}
+			exits <- exit{p.rank, p.err, p.stopped.Load()}
 		}()
 	}
 	for range c.Workers {
@@ -152,7 +149,7 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		case e := <-exits:
 			if e.err != nil {
 				stopAll()
-				return firstCause(e.rank, e.err, exits)
+				return firstCause(e, exits)
 			}
 		case <-ctx.Done():
 			stopAll()
@@ -162,22 +159,26 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 	return nil
 }
 
+type exit struct {
+	rank    int
+	err     error
+	stopped bool // we had signalled it
+}
+
 // firstCause picks the worker that ended the job: when one was killed from
 // outside (a signal we did not send) and the others then failed because they
 // lost it, the killed one is the cause, whichever exit was seen first.
-func firstCause(rank int, err error, more <-chan struct {
-	rank int
-	err  error
-}) error {
-	cause := &WorkerError{Rank: rank, Err: err}
+func firstCause(first exit, more <-chan exit) error {
+	cause := first
+	outside := func(e exit) bool { return !e.stopped && strings.HasPrefix(e.err.Error(), "killed by") }
 	for {
 		select {
 		case e := <-more:
-			if e.err != nil && strings.HasPrefix(e.err.Error(), "killed by") && !strings.HasPrefix(cause.Err.Error(), "killed by") {
-				cause = &WorkerError{Rank: e.rank, Err: e.err}
+			if e.err != nil && outside(e) && !outside(cause) {
+				cause = e
 			}
 		default:
-			return cause
+			return &WorkerError{Rank: cause.rank, Err: cause.err}
 		}
 	}
 }
@@ -185,6 +186,7 @@ func firstCause(rank int, err error, more <-chan struct {
 func start(rank int, c LocalConfig, mu *sync.Mutex) (*proc, error) {
 	path, args := c.Command(rank)
 	cmd := exec.Command(path, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stopping a worker stops whatever it started
 	cmd.Env = append(os.Environ(), fmt.Sprintf("TORUS_RANK=%d", rank))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

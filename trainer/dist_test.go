@@ -56,6 +56,11 @@ type result struct {
 // runWorkers computes one step's loss and gradients with n in-process workers
 // over transports ts (nil: a single worker, no transport).
 func runWorkers(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy string) []result {
+	return runMesh(t, cfg, ts, strategy, 1)
+}
+
+// runMesh is runWorkers with dp data-parallel groups of len(ts)/dp ranks.
+func runMesh(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy string, dp int) []result {
 	t.Helper()
 	n := max(len(ts), 1)
 	out := make([]result, n)
@@ -67,7 +72,7 @@ func runWorkers(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strat
 			defer wg.Done()
 			var d *trainer.Dist
 			if ts != nil {
-				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: n, DP: 1, SP: n}, Strategy: strategy}
+				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: n, DP: dp, SP: n / dp}, Strategy: strategy}
 			}
 			tr, err := trainer.New(cfg, d)
 			if err != nil {
@@ -182,5 +187,24 @@ func TestUlyssesNeedsDivisibleKVHeads(t *testing.T) {
 	_, err := trainer.New(cfg, &trainer.Dist{T: ts[0], Mesh: parallel.Mesh{World: 4, DP: 1, SP: 4}, Strategy: "ulysses"})
 	if err == nil || !strings.Contains(err.Error(), "kv_heads (2) divisible by sp (4)") {
 		t.Fatalf("want an error naming kv_heads and sp, got %v", err)
+	}
+}
+
+// TestDataParallelParity: 4 workers as 2 data-parallel groups of a 2-rank ring,
+// each group taking every other micro-batch, equal one worker accumulating all 4.
+func TestDataParallelParity(t *testing.T) {
+	one := parityConfig(t, dtypes.Float64, 64, 4)
+	want := runWorkers(t, one, nil, "")[0]
+	cfg := one
+	cfg.GradAccum = 2 // per group: 2 groups x 2 = the same 4 sequences
+	for r, g := range runMesh(t, cfg, parallel.NewLocal(4), "ring", 2) {
+		if e := math.Abs(g.loss-want.loss) / math.Abs(want.loss); e > 1e-9 {
+			t.Errorf("rank %d: loss %.12g, one worker %.12g", r, g.loss, want.loss)
+		}
+		for name, w := range want.grads {
+			if e := relErr(g.grads[name], w); e > 1e-9 || math.IsNaN(e) {
+				t.Errorf("rank %d: %s: relative error %.3g", r, name, e)
+			}
+		}
 	}
 }

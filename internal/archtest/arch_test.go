@@ -28,7 +28,8 @@ var allowed = map[string][]string{
 	"optim":           {},
 	"recipe":          {},
 	"bench/report":    {},
-	"bench/stepbench": {"trainer", "model", "data", "optim"},
+	"internal/e2e":    {},
+	"bench/stepbench": {"trainer", "model", "data", "optim", "parallel", "launch"},
 }
 
 func closure(pkg string, seen map[string]bool) {
