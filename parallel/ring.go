@@ -46,24 +46,45 @@ func (r *RingAttention) tag(kind string, step int) string {
 // exchange sends ts to the next rank and receives the same kind from the previous
 // one, concurrently; call wait() for the received tensors.
 func (r *RingAttention) exchange(ctx context.Context, tag string, ts []*tensors.Tensor, want []Spec) (wait func() ([]*tensors.Tensor, error)) {
-	me := r.T.Rank()
-	sendErr := make(chan error, 1)
-	go func() { sendErr <- r.T.Send(ctx, r.Mesh.RingNext(me), tag, ts...) }()
+	sent := r.sendNext(ctx, tag, ts)
+	got := r.recvPrev(ctx, tag, want)
+	return func() ([]*tensors.Tensor, error) {
+		res, err := got()
+		if serr := sent(); serr != nil {
+			return nil, serr
+		}
+		return res, err
+	}
+}
+
+// sendNext sends ts to the next rank in the background; call the result to wait.
+func (r *RingAttention) sendNext(ctx context.Context, tag string, ts []*tensors.Tensor) (wait func() error) {
+	errc := make(chan error, 1)
+	go func() { errc <- r.T.Send(ctx, r.Mesh.RingNext(r.T.Rank()), tag, ts...) }()
+	return func() error {
+		defer r.Wait.Since(time.Now())
+		if err := <-errc; err != nil {
+			return fmt.Errorf("ring attention: send %s: %w", tag, err)
+		}
+		return nil
+	}
+}
+
+// recvPrev receives from the previous rank in the background; call the result to
+// wait for the tensors. Time spent waiting there is time the step is blocked.
+func (r *RingAttention) recvPrev(ctx context.Context, tag string, want []Spec) (wait func() ([]*tensors.Tensor, error)) {
 	type result struct {
 		ts  []*tensors.Tensor
 		err error
 	}
 	got := make(chan result, 1)
 	go func() {
-		ts, err := r.T.Recv(ctx, r.Mesh.RingPrev(me), tag, want...)
+		ts, err := r.T.Recv(ctx, r.Mesh.RingPrev(r.T.Rank()), tag, want...)
 		got <- result{ts, err}
 	}()
 	return func() ([]*tensors.Tensor, error) {
 		defer r.Wait.Since(time.Now())
 		res := <-got
-		if err := <-sendErr; err != nil {
-			return nil, fmt.Errorf("ring attention: send %s: %w", tag, err)
-		}
 		if res.err != nil {
 			return nil, fmt.Errorf("ring attention: receive %s: %w", tag, res.err)
 		}
@@ -115,6 +136,11 @@ func (r *RingAttention) Forward(ctx context.Context, q, k, v *tensors.Tensor, to
 // Backward: given o, lse and do [Lw, H*Dh] of this rank's queries, returns dq for
 // them and dk, dv for this rank's own keys and values, summed over every rank's
 // queries.
+//
+// At step s this rank holds the block that started s ranks back. While it
+// computes that block's share of dK, dV, the next block is on its way, and so is
+// the sum of what the ranks before added to this block; the new sum then goes on
+// to the next rank in the background. After SP steps each block's sum is home.
 func (r *RingAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, tok model.Tokens, o, lse, do *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
 	r.n++
 	bw, err := r.Attn.BeginBackward(q, tok, o, lse, do)
@@ -123,33 +149,46 @@ func (r *RingAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, t
 	}
 	cur := newKV(k, v, tok)
 	gradSpecs := []Spec{specOf(k), specOf(v)}
-	var dkAcc, dvAcc *tensors.Tensor // the visiting block's dK, dV so far
+	var (
+		inSum   func() ([]*tensors.Tensor, error) // the held block's dK, dV summed by the ranks before
+		pending []func() error                    // sends in flight
+	)
 	for s := range r.Mesh.SP {
-		var waitKV func() ([]*tensors.Tensor, error)
+		var nextKV func() ([]*tensors.Tensor, error)
 		if s < r.Mesh.SP-1 {
-			waitKV = r.exchange(ctx, r.tag("bkv", s), []*tensors.Tensor{cur.k, cur.v, cur.pos, cur.doc}, kvSpecs(cur))
+			nextKV = r.exchange(ctx, r.tag("bkv", s), []*tensors.Tensor{cur.k, cur.v, cur.pos, cur.doc}, kvSpecs(cur))
 		}
 		dkb, dvb, err := bw.Grad(cur.k, cur.v, cur.tok)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if dkAcc != nil {
-			model.AddInto(dkb, dkAcc)
-			model.AddInto(dvb, dvAcc)
+		if inSum != nil {
+			sum, err := inSum()
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			model.AddInto(dkb, sum[0])
+			model.AddInto(dvb, sum[1])
 		}
-		// The block's gradients go on with it; after the last step they reach its owner.
-		grads, err := r.exchange(ctx, r.tag("dkv", s), []*tensors.Tensor{dkb, dvb}, gradSpecs)()
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		dkAcc, dvAcc = grads[0], grads[1]
-		if waitKV != nil {
-			ts, err := waitKV()
+		tag := r.tag("dkv", s)
+		pending = append(pending, r.sendNext(ctx, tag, []*tensors.Tensor{dkb, dvb}))
+		inSum = r.recvPrev(ctx, tag, gradSpecs)
+		if nextKV != nil {
+			ts, err := nextKV()
 			if err != nil {
 				return nil, nil, nil, err
 			}
 			cur = kvFrom(ts)
 		}
 	}
-	return bw.DQ, dkAcc, dvAcc, nil
+	home, err := inSum() // this rank's own block, with every rank's share
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, sent := range pending {
+		if err := sent(); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return bw.DQ, home[0], home[1], nil
 }
