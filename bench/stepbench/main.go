@@ -34,13 +34,14 @@ func main() {
 		mode    = flag.String("mode", "step", "step | matmul-peak | parallel (1 worker on 2 cores vs 2 on one core each) | worker")
 		rank    = flag.Int("rank", 0, "worker mode: this worker's rank")
 		result  = flag.String("result", "", "worker mode: where to write this worker's JSON result")
+		wprocs  = flag.Int("worker-procs", 2, "parallel mode: GOMAXPROCS of each (single-core) worker")
 		recomp  = flag.String("recompute", "layer", "memory.recompute: layer | except_attention")
 	)
 	flag.Parse()
 	var err error
 	switch *mode {
 	case "parallel":
-		err = runParallel(*recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+		err = runParallel(*wprocs, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	case "worker":
 		err = runWorker(*rank, *result, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	default:

@@ -108,7 +108,7 @@ func predictedBytes(c model.Config, seqLen, sp, rank int, keepAttention bool, nP
 
 // runParallel: the same sequence with 1 worker on both cores, then 2 workers
 // pinned to one core each, side by side in one run.
-func runParallel(recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
+func runParallel(workerProcs int, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -137,7 +137,12 @@ func runParallel(recompute string, seqLen, steps, warmup, blockQ, blockK, layers
 		Workers: 2,
 		Stderr:  os.Stderr,
 		Command: func(rank int) (string, []string) {
-			a := append([]string{"-c", strconv.Itoa(rank), "env", "GOMAXPROCS=1", self, "--mode", "worker",
+			// One core each (taskset), but two OS threads for Go: GoMLX's assembly
+			// kernels cannot be preempted by the Go scheduler, so with GOMAXPROCS=1
+			// the goroutines draining gRPC would wait for a whole kernel to end
+			// while the peer's sends stall; with two threads the kernel's time
+			// slicing lets them in.
+			a := append([]string{"-c", strconv.Itoa(rank), "env", "GOMAXPROCS=" + strconv.Itoa(workerProcs), self, "--mode", "worker",
 				"--rank", strconv.Itoa(rank), "--result", filepath.Join(dir, fmt.Sprintf("rank%d.json", rank))}, args...)
 			return "taskset", a
 		},
