@@ -1,0 +1,21 @@
+// Package model is the LLaMA-family decoder as small compiled GoMLX graph pieces,
+// the single-worker math only: the trainer calls them in order and decides what
+// is stored, recomputed or exchanged between them.
+//
+// Pieces (one set per model configuration, each compiled once per shape and dtype):
+//
+//	PreAttn       h [L, D] -> q [L, H, Dh], k, v [L, KH, Dh]      RMSNorm, projections, RoPE
+//	PostAttn      h, o [L, H*Dh] -> next h                         o_proj, residual, RMSNorm, SwiGLU
+//	Head          h -> sum(weight * cross-entropy) * scale
+//	AttnBlock     one (query block, key block) pair of the online softmax
+//	AttnBlockGrad its backward; PreAttnVJP, PostAttnVJP, HeadVJP the others'
+//
+// BlockAttention runs the blocks of one worker's tokens (no [L, L] tensor is
+// ever made); parallel.RingAttention folds in blocks visiting from other workers
+// with the same Begin/Fold/Finish. Parameters carry Hugging Face names and
+// layouts, and LoadHF/SaveHF read and write a Hugging Face model folder.
+//
+//	p, _ := model.Init(cfg, dtypes.Float32, 0.02, seed)
+//	pieces, _ := model.NewPieces(backend, cfg)
+//	q, k, v, _ := pieces.PreAttn(p.Layer(0), h, cos, sin)
+package model
