@@ -47,6 +47,15 @@ func (d *Dist) attention(local *model.BlockAttention, c Config) (Attention, erro
 	return nil, fmt.Errorf("trainer: parallel.strategy %q (ring or ulysses)", d.Strategy)
 }
 
+// commCounters are this worker's totals so far: seconds blocked on
+// communication and bytes sent (zero alone).
+func (t *Trainer) commCounters() (waitSeconds float64, bytesSent int64) {
+	if t.dist == nil {
+		return 0, 0
+	}
+	return t.dist.Wait.Seconds(), t.dist.T.Stats().BytesSent
+}
+
 // Rank is this worker's rank (0 alone).
 func (t *Trainer) Rank() int {
 	if t.dist == nil {

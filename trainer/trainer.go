@@ -25,6 +25,9 @@ type StepStats struct {
 	TokensPerS   float64 `json:"tokens_per_s"`
 	StepSeconds  float64 `json:"step_seconds"`
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	// In a parallel job (this worker's figures):
+	CommWaitSeconds float64 `json:"comm_wait_seconds,omitempty"` // blocked on communication
+	BytesSent       int64   `json:"bytes_sent,omitempty"`        // sent to other workers
 }
 
 // Trainer owns one worker's model, optimizer and data, and runs steps.
@@ -151,6 +154,7 @@ func (t *Trainer) Cursor() data.Cursor { return t.loader.Cursor() }
 // Gradients), clipping by global norm, AdamW.
 func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	start := time.Now()
+	wait0, sent0 := t.commCounters()
 	loss, targets, err := t.Gradients(ctx)
 	if err != nil {
 		return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
@@ -170,9 +174,11 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	}
 	t.step++
 	secs := time.Since(start).Seconds()
+	wait1, sent1 := t.commCounters()
 	return StepStats{
 		Step: t.step, Loss: loss, LR: lr, GradNorm: norm, Tokens: targets,
 		TokensPerS: float64(t.Config.GradAccum*t.dp()*t.Config.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
+		CommWaitSeconds: wait1 - wait0, BytesSent: sent1 - sent0,
 	}, nil
 }
 

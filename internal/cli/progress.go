@@ -52,6 +52,9 @@ func (p *progress) step(s trainer.StepStats) {
 	line := fmt.Sprintf("step %*d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %.2fs/step  rss %s  eta %s",
 		len(fmt.Sprint(p.total)), s.Step, p.total, s.Loss, s.LR, s.GradNorm, s.TokensPerS, s.StepSeconds,
 		bytesHuman(s.PeakRSSBytes), eta.Round(time.Second))
+	if s.BytesSent > 0 {
+		line += fmt.Sprintf("  comm wait %.0f%%  sent %s", 100*s.CommWaitSeconds/s.StepSeconds, bytesHuman(s.BytesSent))
+	}
 	switch p.mode {
 	case "bar":
 		const width = 20
