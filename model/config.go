@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"strings"
 )
 
 // Config is the architecture of a LLaMA-family decoder. Field meanings follow
@@ -132,10 +133,8 @@ func (c Config) ParamShape(name string) ([]int, error) {
 
 // IsNorm reports whether a parameter is a norm weight (no weight decay by default).
 func IsNorm(name string) bool {
-	return hasSuffix(name, "layernorm.weight") || name == "model.norm.weight"
+	return strings.HasSuffix(name, "layernorm.weight") || name == "model.norm.weight"
 }
 
 // IsEmbedding reports whether a parameter is the token embedding.
 func IsEmbedding(name string) bool { return name == "model.embed_tokens.weight" }
-
-func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }

@@ -100,11 +100,6 @@ func AddInto(dst, src *tensors.Tensor) {
 	AddRows(dst, 0, src)
 }
 
-// Clone copies a tensor to a new host tensor.
-func Clone(t *tensors.Tensor) *tensors.Tensor {
-	return SliceRows(t, 0, t.Shape().Dimensions[0])
-}
-
 // Embed: the rows of table [V, D] picked by tokens -> [L, D].
 func Embed(table *tensors.Tensor, tokens []int32) *tensors.Tensor {
 	d := table.Shape().Dimensions[1]

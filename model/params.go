@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -66,7 +67,7 @@ func Init(cfg Config, dtype dtypes.DType, std float64, seed uint64) (*Params, er
 			}
 		default:
 			s := std
-			if hasSuffix(name, OProj) || hasSuffix(name, DownProj) {
+			if strings.HasSuffix(name, OProj) || strings.HasSuffix(name, DownProj) {
 				s = std / math.Sqrt(2*float64(cfg.Layers))
 			}
 			for i := range vals {

@@ -94,15 +94,6 @@ func allReduce[T float](ctx context.Context, t Transport, group []int, me int, t
 	return nil
 }
 
-// AllReduceBytes is what AllReduceSum sends from each rank for n elements of
-// size bytes each over P ranks: 2*(P-1) segments of about n/P.
-func AllReduceBytes(n, size, P int) int64 {
-	if P <= 1 {
-		return 0
-	}
-	return int64(2*(P-1)) * int64(n) * int64(size) / int64(P)
-}
-
 // AllToAll sends parts[j] to group[j] and returns what each rank of the group
 // sent here, in group order (parts[me] comes back to this rank itself). Every
 // rank of the group must call it with the same tag.

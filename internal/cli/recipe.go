@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"strconv"
+
 	"github.com/spf13/cobra"
 
 	"github.com/torusml/torus/recipe"
@@ -46,7 +48,7 @@ func loadRecipe(path string, sets []string, progress string) (recipe.Recipe, err
 // recipeError puts a recipe's problems under one heading, one per line.
 func recipeError(path string, err error) error {
 	if ps, ok := err.(recipe.Problems); ok && len(ps) > 1 {
-		return &multiline{head: "recipe " + path + " has " + itoa(len(ps)) + " problems:", body: ps.Error()}
+		return &multiline{head: "recipe " + path + " has " + strconv.Itoa(len(ps)) + " problems:", body: ps.Error()}
 	}
 	return err
 }

@@ -78,6 +78,4 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out string, d *tra
 	return nil
 }
 
-func itoa(n int) string { return fmt.Sprint(n) }
-
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
