@@ -62,7 +62,7 @@ func (r *RingAttention) sendNext(ctx context.Context, tag string, ts []*tensors.
 	errc := make(chan error, 1)
 	go func() { errc <- r.T.Send(ctx, r.Mesh.RingNext(r.T.Rank()), tag, ts...) }()
 	return func() error {
-		defer r.Wait.Since(time.Now())
+		defer r.Wait.Since("ring send", time.Now())
 		if err := <-errc; err != nil {
 			return fmt.Errorf("ring attention: send %s: %w", tag, err)
 		}
@@ -73,6 +73,7 @@ func (r *RingAttention) sendNext(ctx context.Context, tag string, ts []*tensors.
 // recvPrev receives from the previous rank in the background; call the result to
 // wait for the tensors. Time spent waiting there is time the step is blocked.
 func (r *RingAttention) recvPrev(ctx context.Context, tag string, want []Spec) (wait func() ([]*tensors.Tensor, error)) {
+	kind := strings.Split(tag, "/")[2] // ring/N/kind/step: kv, bkv or dkv
 	type result struct {
 		ts  []*tensors.Tensor
 		err error
@@ -83,7 +84,7 @@ func (r *RingAttention) recvPrev(ctx context.Context, tag string, want []Spec) (
 		got <- result{ts, err}
 	}()
 	return func() ([]*tensors.Tensor, error) {
-		defer r.Wait.Since(time.Now())
+		defer r.Wait.Since("ring "+kind, time.Now())
 		res := <-got
 		if res.err != nil {
 			return nil, fmt.Errorf("ring attention: receive %s: %w", tag, res.err)

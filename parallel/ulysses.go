@@ -41,7 +41,7 @@ func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, erro
 
 // allToAll exchanges parts within this rank's SP group (see AllToAll).
 func (u *Ulysses) allToAll(ctx context.Context, tag string, parts [][]*tensors.Tensor) ([][]*tensors.Tensor, error) {
-	defer u.Wait.Since(time.Now())
+	defer u.Wait.Since("all-to-all", time.Now())
 	return AllToAll(ctx, u.T, u.Mesh.SPGroup(u.T.Rank()), tag, parts)
 }
 

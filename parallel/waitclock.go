@@ -1,6 +1,7 @@
 package parallel
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -8,14 +9,28 @@ import (
 // WaitClock adds up the time a worker's step is blocked on communication: the
 // moments when it has nothing to compute until a message arrives (a key/value
 // block that is not here yet, the end of a gradient all-reduce). Receives that
-// overlap computation are not counted. Safe for concurrent use; nil is a no-op.
-type WaitClock struct{ nanos atomic.Int64 }
+// overlap computation are not counted. The total is also kept by kind (what the
+// step was waiting for), so a slow step can be told apart: a peer still
+// computing, or bytes still on the wire. Safe for concurrent use; nil is a no-op.
+type WaitClock struct {
+	nanos atomic.Int64
+	mu    sync.Mutex
+	kinds map[string]time.Duration
+}
 
-// Since adds the time since start.
-func (w *WaitClock) Since(start time.Time) {
-	if w != nil {
-		w.nanos.Add(int64(time.Since(start)))
+// Since adds the time since start, under kind.
+func (w *WaitClock) Since(kind string, start time.Time) {
+	if w == nil {
+		return
 	}
+	d := time.Since(start)
+	w.nanos.Add(int64(d))
+	w.mu.Lock()
+	if w.kinds == nil {
+		w.kinds = map[string]time.Duration{}
+	}
+	w.kinds[kind] += d
+	w.mu.Unlock()
 }
 
 // Seconds is the total so far.
@@ -24,6 +39,20 @@ func (w *WaitClock) Seconds() float64 {
 		return 0
 	}
 	return time.Duration(w.nanos.Load()).Seconds()
+}
+
+// Kinds is the total so far by kind, in seconds.
+func (w *WaitClock) Kinds() map[string]float64 {
+	out := map[string]float64{}
+	if w == nil {
+		return out
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, d := range w.kinds {
+		out[k] = d.Seconds()
+	}
+	return out
 }
 
 // SentElems is the exact number of elements AllReduceSum sends from the rank at

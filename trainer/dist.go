@@ -160,7 +160,7 @@ func (r *reducer) finish(loss float64) (float64, error) {
 	}
 	r.start("rest", append(ts, lossT))
 	var first error
-	defer r.t.dist.Wait.Since(time.Now())
+	defer r.t.dist.Wait.Since("gradient all-reduce", time.Now())
 	for _, done := range r.pending {
 		if err := <-done; err != nil && first == nil {
 			first = err

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -35,13 +36,14 @@ func main() {
 		rank    = flag.Int("rank", 0, "worker mode: this worker's rank")
 		result  = flag.String("result", "", "worker mode: where to write this worker's JSON result")
 		wprocs  = flag.Int("worker-procs", 2, "parallel mode: GOMAXPROCS of each (single-core) worker")
+		cores   = flag.String("cores", "0,1", "parallel mode: the core each rank is pinned to")
 		recomp  = flag.String("recompute", "layer", "memory.recompute: layer | except_attention")
 	)
 	flag.Parse()
 	var err error
 	switch *mode {
 	case "parallel":
-		err = runParallel(*wprocs, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+		err = runParallel(*wprocs, *cores, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	case "worker":
 		err = runWorker(*rank, *result, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	default:
@@ -162,4 +164,17 @@ func median(x []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// medianIndex is the index in x of its (upper) median element, -1 if x is empty.
+func medianIndex(x []float64) int {
+	if len(x) == 0 {
+		return -1
+	}
+	idx := make([]int, len(x))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(x[a], x[b]) })
+	return idx[len(idx)/2]
 }

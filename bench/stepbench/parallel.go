@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/torusml/torus/launch"
@@ -20,11 +21,12 @@ import (
 
 // workerResult is what each worker of a parallel run measured.
 type workerResult struct {
-	Rank        int       `json:"rank"`
-	StepSeconds []float64 `json:"step_seconds"`
-	WaitSeconds []float64 `json:"wait_seconds"` // blocked on communication, per step
-	BytesSent   []int64   `json:"bytes_sent"`   // per step
-	PeakRSS     int64     `json:"peak_rss_bytes"`
+	Rank        int                  `json:"rank"`
+	StepSeconds []float64            `json:"step_seconds"`
+	WaitSeconds []float64            `json:"wait_seconds"` // blocked on communication, per step
+	WaitKinds   []map[string]float64 `json:"wait_kinds"`   // the same, by what it waited for
+	BytesSent   []int64              `json:"bytes_sent"`   // per step
+	PeakRSS     int64                `json:"peak_rss_bytes"`
 }
 
 // runWorker is one rank of a 2-worker job: it listens, learns its peer from the
@@ -65,7 +67,7 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 	}
 	res := workerResult{Rank: rank}
 	for i := range warmup + steps {
-		wait0, sent0 := d.Wait.Seconds(), tr.Stats().BytesSent
+		wait0, kinds0, sent0 := d.Wait.Seconds(), d.Wait.Kinds(), tr.Stats().BytesSent
 		st, err := t.Step(ctx)
 		if err != nil {
 			return err
@@ -73,6 +75,11 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 		if i >= warmup {
 			res.StepSeconds = append(res.StepSeconds, st.StepSeconds)
 			res.WaitSeconds = append(res.WaitSeconds, d.Wait.Seconds()-wait0)
+			kinds := d.Wait.Kinds()
+			for k, v := range kinds0 {
+				kinds[k] -= v
+			}
+			res.WaitKinds = append(res.WaitKinds, kinds)
 			res.BytesSent = append(res.BytesSent, tr.Stats().BytesSent-sent0)
 		}
 	}
@@ -108,10 +115,14 @@ func predictedBytes(c model.Config, seqLen, sp, rank int, keepAttention bool, nP
 
 // runParallel: the same sequence with 1 worker on both cores, then 2 workers
 // pinned to one core each, side by side in one run.
-func runParallel(workerProcs int, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
+func runParallel(workerProcs int, cores string, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	pin := strings.Split(cores, ",")
+	if len(pin) != 2 {
+		return fmt.Errorf("--cores %q: want two cores, one per rank, like 0,1", cores)
 	}
 	args := []string{"--recompute", recompute, "--seq-len", strconv.Itoa(seqLen), "--steps", strconv.Itoa(steps),
 		"--warmup", strconv.Itoa(warmup), "--block-q", strconv.Itoa(blockQ), "--block-k", strconv.Itoa(blockK),
@@ -142,7 +153,7 @@ func runParallel(workerProcs int, recompute string, seqLen, steps, warmup, block
 			// the goroutines draining gRPC would wait for a whole kernel to end
 			// while the peer's sends stall; with two threads the kernel's time
 			// slicing lets them in.
-			a := append([]string{"-c", strconv.Itoa(rank), "env", "GOMAXPROCS=" + strconv.Itoa(workerProcs), self, "--mode", "worker",
+			a := append([]string{"-c", pin[rank], "env", "GOMAXPROCS=" + strconv.Itoa(workerProcs), self, "--mode", "worker",
 				"--rank", strconv.Itoa(rank), "--result", filepath.Join(dir, fmt.Sprintf("rank%d.json", rank))}, args...)
 			return "taskset", a
 		},
@@ -160,7 +171,7 @@ func runParallel(workerProcs int, recompute string, seqLen, steps, warmup, block
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"impl": "torus-parallel", "seq_len": seqLen, "recompute": recompute,
+	out := map[string]any{"impl": "torus-parallel", "seq_len": seqLen, "recompute": recompute, "cores": cores,
 		"one_worker_two_cores_s": single.Median}
 	var workers []map[string]any
 	var slowest float64
@@ -176,8 +187,15 @@ func runParallel(workerProcs int, recompute string, seqLen, steps, warmup, block
 		med := median(w.StepSeconds)
 		slowest = max(slowest, med)
 		waitShare := median(w.WaitSeconds) / med
+		kindShare := map[string]float64{} // of the median step (by total wait)
+		if i := medianIndex(w.WaitSeconds); i >= 0 {
+			for k, v := range w.WaitKinds[i] {
+				kindShare[k] = v / w.StepSeconds[i]
+			}
+		}
 		workers = append(workers, map[string]any{
-			"rank": r, "step_seconds_median": med, "wait_share": waitShare,
+			"rank": r, "step_seconds_median": med, "wait_share": waitShare, "wait_share_by_kind": kindShare,
+			"wait_seconds_all": w.WaitSeconds, "step_seconds_all": w.StepSeconds,
 			"bytes_sent_per_step": w.BytesSent[len(w.BytesSent)-1],
 			"bytes_predicted":     predictedBytes(cfg.Model, seqLen, 2, r, cfg.KeepAttention, p.NumParams()),
 			"peak_rss_bytes":      w.PeakRSS,
