@@ -3,6 +3,7 @@ package optim
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Float is the element type of parameters and gradients.
@@ -86,6 +87,58 @@ func (o *AdamW) Moments(name string) (m, v Vec, ok bool) {
 	return s.m, s.v, true
 }
 
+// State suffixes: the keys of State and SetState are a parameter's name plus one
+// of these, as PyTorch's AdamW state_dict names its moments.
+const (
+	FirstMoment  = ".exp_avg"
+	SecondMoment = ".exp_avg_sq"
+)
+
+// State returns the moments by key (name+FirstMoment, name+SecondMoment),
+// sharing the optimizer's memory: copy them before the next Step if they must
+// not change.
+func (o *AdamW) State() map[string]Vec {
+	out := make(map[string]Vec, 2*len(o.state))
+	for name, s := range o.state {
+		out[name+FirstMoment], out[name+SecondMoment] = s.m, s.v
+	}
+	return out
+}
+
+// SetState replaces the optimizer's state with steps updates taken and the
+// moments of state (keys as State's; the slices are used, not copied). Every
+// key must come in a pair of equal lengths.
+func (o *AdamW) SetState(steps int, state map[string]Vec) error {
+	if steps < 0 {
+		return fmt.Errorf("optim: %d steps", steps)
+	}
+	next := map[string]*moments{}
+	for key, m := range state {
+		name, ok := strings.CutSuffix(key, FirstMoment)
+		if !ok {
+			if _, ok := strings.CutSuffix(key, SecondMoment); ok {
+				continue // checked with its pair
+			}
+			return fmt.Errorf("optim: state key %q is neither NAME%s nor NAME%s", key, FirstMoment, SecondMoment)
+		}
+		v, ok := state[name+SecondMoment]
+		if !ok {
+			return fmt.Errorf("optim: state has %q but no %q", key, name+SecondMoment)
+		}
+		if m.Len() != v.Len() || (m.F32 == nil) != (v.F32 == nil) {
+			return fmt.Errorf("optim: %s: moments of different lengths or dtypes", name)
+		}
+		next[name] = &moments{m: m, v: v}
+	}
+	for key := range state {
+		if name, ok := strings.CutSuffix(key, SecondMoment); ok && next[name] == nil {
+			return fmt.Errorf("optim: state has %q but no %q", key, name+FirstMoment)
+		}
+	}
+	o.t, o.state = steps, next
+	return nil
+}
+
 // Step applies one update with learning rate lr to every parameter.
 func (o *AdamW) Step(lr float64, params []Param) error {
 	o.t++
@@ -104,6 +157,8 @@ func (o *AdamW) Step(lr float64, params []Param) error {
 				s.m.F64, s.v.F64 = make([]float64, len(p.Value.F64)), make([]float64, len(p.Value.F64))
 			}
 			o.state[p.Name] = s
+		} else if s.m.Len() != p.Value.Len() {
+			return fmt.Errorf("optim: %s: %d values but moments of %d (state restored for another model?)", p.Name, p.Value.Len(), s.m.Len())
 		}
 		wd := 0.0
 		if p.Decay {

@@ -2,6 +2,8 @@ package optim_test
 
 import (
 	"math"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/torusml/torus/optim"
@@ -89,5 +91,76 @@ func TestSchedule(t *testing.T) {
 		if bad.Validate() == nil {
 			t.Errorf("%+v: want a validation error", bad)
 		}
+	}
+}
+
+func TestAdamWStateRoundTrip(t *testing.T) {
+	params := func() []optim.Param {
+		return []optim.Param{
+			{Name: "a", Decay: true, Value: optim.Vec{F32: []float32{1, 2, 3}}, Grad: optim.Vec{F32: []float32{0.1, -0.2, 0.3}}},
+			{Name: "b", Value: optim.Vec{F64: []float64{-1, 4}}, Grad: optim.Vec{F64: []float64{0.5, 0.25}}},
+		}
+	}
+	cfg := optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1}
+	run := optim.NewAdamW(cfg)
+	ps := params()
+	for range 3 {
+		if err := run.Step(1e-2, ps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second optimizer takes the first one's state (copied), then both step once more.
+	copied := map[string]optim.Vec{}
+	for k, v := range run.State() {
+		copied[k] = optim.Vec{F32: slices.Clone(v.F32), F64: slices.Clone(v.F64)}
+	}
+	resumed := optim.NewAdamW(cfg)
+	if err := resumed.SetState(run.Steps(), copied); err != nil {
+		t.Fatal(err)
+	}
+	qs := params()
+	for i := range qs {
+		qs[i].Value = optim.Vec{F32: slices.Clone(ps[i].Value.F32), F64: slices.Clone(ps[i].Value.F64)}
+	}
+	if err := run.Step(1e-2, ps); err != nil {
+		t.Fatal(err)
+	}
+	if err := resumed.Step(1e-2, qs); err != nil {
+		t.Fatal(err)
+	}
+	for i := range ps {
+		if !slices.Equal(ps[i].Value.F32, qs[i].Value.F32) || !slices.Equal(ps[i].Value.F64, qs[i].Value.F64) {
+			t.Errorf("%s: resumed %v, uninterrupted %v", ps[i].Name, qs[i].Value, ps[i].Value)
+		}
+	}
+}
+
+func TestAdamWSetStateRejects(t *testing.T) {
+	v := func(n int) optim.Vec { return optim.Vec{F32: make([]float32, n)} }
+	for _, tc := range []struct {
+		name  string
+		state map[string]optim.Vec
+		want  string
+	}{
+		{"unpaired first", map[string]optim.Vec{"a.exp_avg": v(2)}, `no "a.exp_avg_sq"`},
+		{"unpaired second", map[string]optim.Vec{"a.exp_avg_sq": v(2)}, `no "a.exp_avg"`},
+		{"lengths", map[string]optim.Vec{"a.exp_avg": v(2), "a.exp_avg_sq": v(3)}, "different lengths"},
+		{"unknown key", map[string]optim.Vec{"a.momentum": v(2)}, `"a.momentum"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := optim.NewAdamW(optim.AdamWConfig{Beta1: 0.9, Beta2: 0.9, Eps: 1e-8}).SetState(1, tc.state)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %s", err, tc.want)
+			}
+		})
+	}
+	// Moments restored for another shape are refused at the first step.
+	o := optim.NewAdamW(optim.AdamWConfig{Beta1: 0.9, Beta2: 0.9, Eps: 1e-8})
+	if err := o.SetState(1, map[string]optim.Vec{"a.exp_avg": v(2), "a.exp_avg_sq": v(2)}); err != nil {
+		t.Fatal(err)
+	}
+	err := o.Step(1e-3, []optim.Param{{Name: "a", Value: v(3), Grad: v(3)}})
+	if err == nil || !strings.Contains(err.Error(), "moments of 2") {
+		t.Fatalf("got %v", err)
 	}
 }
