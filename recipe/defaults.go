@@ -49,7 +49,8 @@ func Default() Recipe {
 			MinLRRatio:  0.1,
 			GradAccum:   1,
 		},
-		Log: LogConfig{Every: 10, Progress: "auto"},
+		Checkpoint: CheckpointConfig{EverySteps: 100, KeepLast: 2},
+		Log:        LogConfig{Every: 10, Progress: "auto"},
 	}
 }
 

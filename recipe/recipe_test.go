@@ -54,8 +54,9 @@ func TestDefault(t *testing.T) {
 		Optim: recipe.OptimConfig{
 			LR: 3e-4, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, MaxGradNorm: 1.0,
 		},
-		Schedule: recipe.ScheduleConfig{Steps: 1000, WarmupSteps: 100, Decay: "cosine", MinLRRatio: 0.1, GradAccum: 1},
-		Log:      recipe.LogConfig{Every: 10, Progress: "auto"},
+		Schedule:   recipe.ScheduleConfig{Steps: 1000, WarmupSteps: 100, Decay: "cosine", MinLRRatio: 0.1, GradAccum: 1},
+		Checkpoint: recipe.CheckpointConfig{EverySteps: 100, KeepLast: 2},
+		Log:        recipe.LogConfig{Every: 10, Progress: "auto"},
 	}
 	if got := recipe.Default(); !sameValues(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)

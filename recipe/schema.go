@@ -3,16 +3,17 @@ package recipe
 // Recipe is one training run, as written in YAML. Every field has a default
 // (see Default); unknown keys are errors. Field tags are the YAML keys.
 type Recipe struct {
-	Name     string         `yaml:"name"`
-	Seed     int64          `yaml:"seed"`
-	Backend  string         `yaml:"backend"` // auto | go
-	Model    ModelConfig    `yaml:"model"`
-	Data     DataConfig     `yaml:"data"`
-	Parallel ParallelConfig `yaml:"parallel"`
-	Memory   MemoryConfig   `yaml:"memory"`
-	Optim    OptimConfig    `yaml:"optim"`
-	Schedule ScheduleConfig `yaml:"schedule"`
-	Log      LogConfig      `yaml:"log"`
+	Name       string           `yaml:"name"`
+	Seed       int64            `yaml:"seed"`
+	Backend    string           `yaml:"backend"` // auto | go
+	Model      ModelConfig      `yaml:"model"`
+	Data       DataConfig       `yaml:"data"`
+	Parallel   ParallelConfig   `yaml:"parallel"`
+	Memory     MemoryConfig     `yaml:"memory"`
+	Optim      OptimConfig      `yaml:"optim"`
+	Schedule   ScheduleConfig   `yaml:"schedule"`
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	Log        LogConfig        `yaml:"log"`
 
 	// origins says where each dotted key got its value: a file line or a
 	// --set. Parse fills it; it is nil for a Recipe built in code, and it
@@ -94,6 +95,13 @@ type ScheduleConfig struct {
 	Decay       string  `yaml:"decay"`        // cosine | linear | constant
 	MinLRRatio  float64 `yaml:"min_lr_ratio"` // final lr as a fraction of optim.lr
 	GradAccum   int     `yaml:"grad_accum"`   // micro-batches (sequences) per optimizer step
+}
+
+// CheckpointConfig is when checkpoints are written into RUN/ckpt and which are kept.
+type CheckpointConfig struct {
+	EverySteps int `yaml:"every_steps"` // write one every N steps, and at the end (0: never)
+	KeepLast   int `yaml:"keep_last"`   // keep the newest N (0: all)
+	KeepEvery  int `yaml:"keep_every"`  // and keep for good those whose step is a multiple of N (0: none extra)
 }
 
 // LogConfig is what training prints.

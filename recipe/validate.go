@@ -126,6 +126,10 @@ func (r Recipe) Validate() error {
 	}
 	c.atLeast("schedule.grad_accum", s.GradAccum, 1)
 
+	c.atLeast("checkpoint.every_steps", r.Checkpoint.EverySteps, 0)
+	c.atLeast("checkpoint.keep_last", r.Checkpoint.KeepLast, 0)
+	c.atLeast("checkpoint.keep_every", r.Checkpoint.KeepEvery, 0)
+
 	c.atLeast("log.every", r.Log.Every, 1)
 	c.oneOf("log.progress", r.Log.Progress, "auto", "bar", "plain", "none")
 

@@ -86,6 +86,8 @@ func TestValidate(t *testing.T) {
 		{"min_lr_ratio", "schedule: {min_lr_ratio: 1.5}\n", nil, `recipe.yaml:5: schedule.min_lr_ratio: must be in [0, 1], got 1.5`},
 		{"grad_accum", "schedule: {grad_accum: 0}\n", nil, `recipe.yaml:5: schedule.grad_accum: must be >= 1, got 0`},
 		{"log every", "log: {every: 0}\n", nil, `recipe.yaml:5: log.every: must be >= 1, got 0`},
+		{"checkpoint every", "checkpoint: {every_steps: -1}\n", nil, `recipe.yaml:5: checkpoint.every_steps: must be >= 0, got -1`},
+		{"checkpoint keep", "checkpoint:\n  keep_last: -2\n", nil, `recipe.yaml:6: checkpoint.keep_last: must be >= 0, got -2`},
 		{"log progress", "log: {progress: fancy}\n", nil,
 			`recipe.yaml:5: log.progress: must be one of "auto", "bar", "plain", "none", got "fancy"`},
 	}
