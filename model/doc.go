@@ -7,13 +7,15 @@
 //	PreAttn       h [L, D] -> q [L, H, Dh], k, v [L, KH, Dh]      RMSNorm, projections, RoPE
 //	PostAttn      h, o [L, H*Dh] -> next h                         o_proj, residual, RMSNorm, SwiGLU
 //	Head          h -> sum(weight * cross-entropy) * scale
+//	Logits        h -> logits [L, V]                               final norm, output projection
 //	AttnBlock     one (query block, key block) pair of the online softmax
 //	AttnBlockGrad its backward; PreAttnVJP, PostAttnVJP, HeadVJP the others'
 //
 // BlockAttention runs the blocks of one worker's tokens (no [L, L] tensor is
 // ever made); parallel.RingAttention folds in blocks visiting from other workers
 // with the same Begin/Fold/Finish. Parameters carry Hugging Face names and
-// layouts, and LoadHF/SaveHF read and write a Hugging Face model folder.
+// layouts: LoadHF reads a Hugging Face model folder, ExportHF writes one
+// (config.json, generation_config.json, model.safetensors or shards and index).
 //
 //	p, _ := model.Init(cfg, dtypes.Float32, 0.02, seed)
 //	pieces, _ := model.NewPieces(backend, cfg)

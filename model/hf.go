@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -152,48 +151,10 @@ func hfShards(dir string) (shards []string, listed map[string]string, err error)
 	return shards, index.WeightMap, nil
 }
 
-// SaveHF writes config.json and model.safetensors (dtype "" = the params' dtype, or
-// float32|bfloat16|float16|float64). Tensors are written in the model's parameter order,
-// with the {"format": "pt"} metadata transformers checks for.
+// SaveHF writes p into dir as a Hugging Face model folder with ExportHF's defaults
+// (dtype "" = the params' dtype, or float32|bfloat16|float16|float64).
 func SaveHF(dir string, p *Params, dtype string) error {
-	if err := p.Config.Validate(); err != nil {
-		return err
-	}
-	if dtype == "" {
-		for name, dt := range floatDTypeByName {
-			if dt == p.DType {
-				dtype = name
-			}
-		}
-	}
-	if _, ok := floatDTypeByName[dtype]; !ok {
-		return fmt.Errorf("model: %s: dtype %q not supported (float32, bfloat16, float16, float64)", dir, dtype)
-	}
-	for _, name := range p.Names() {
-		t, ok := p.T[name]
-		if !ok {
-			return fmt.Errorf("model: %s: params have no tensor %q", dir, name)
-		}
-		shape, _ := p.Config.ParamShape(name)
-		if !slices.Equal(t.Shape().Dimensions, shape) {
-			return fmt.Errorf("model: %s: tensor %q has shape %v, config wants %v", dir, name, t.Shape().Dimensions, shape)
-		}
-	}
-	cfgJSON, err := HFConfigJSON(p.Config, dtype)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("model: %w", err)
-	}
-	meta := map[string]string{"format": "pt"}
-	if err := WriteSafetensors(filepath.Join(dir, hfWeightsFile), p.Names(), p.T, meta, dtype); err != nil {
-		return err
-	}
-	return writeAtomic(filepath.Join(dir, hfConfigFile), func(w io.Writer) error {
-		_, err := w.Write(cfgJSON)
-		return err
-	})
+	return ExportHF(dir, p, HFExport{DType: dtype})
 }
 
 // hfConfigIn is what ReadHFConfig takes from config.json; pointers tell missing from zero.
@@ -332,6 +293,11 @@ func plainRope(raw json.RawMessage) (float64, error) {
 // transformers writes it (keys sorted, two-space indent, floats as Python prints them).
 // bos/eos token ids are null: Config does not know the tokenizer.
 func HFConfigJSON(c Config, torchDType string) ([]byte, error) {
+	return hfConfigJSON(c, torchDType, nil, nil)
+}
+
+// hfConfigJSON is HFConfigJSON with the token ids, when known (nil: null).
+func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -364,15 +330,16 @@ func HFConfigJSON(c Config, torchDType string) ([]byte, error) {
 		"pretraining_tp":          1,
 		"use_cache":               true,
 		"torch_dtype":             torchDType,
-		"bos_token_id":            nil,
-		"eos_token_id":            nil,
+		"bos_token_id":            bos,
+		"eos_token_id":            eos,
 		"initializer_range":       pyFloat(0.02),
+		"transformers_version":    hfTransformersVersion,
 	}
-	out, err := json.MarshalIndent(m, "", "  ")
+	out, err := pyJSON(m)
 	if err != nil {
 		return nil, fmt.Errorf("model: config.json: %w", err)
 	}
-	return append(out, '\n'), nil
+	return out, nil
 }
 
 // pyFloat marshals as Python's repr does (10000.0, 1e-05), so config.json reads as

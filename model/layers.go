@@ -52,11 +52,15 @@ func postAttn(c Config, h, o, wo, normW, wg, wu, wd *Node) *Node {
 	return Add(h, linear(Mul(silu(linear(x, wg)), linear(x, wu)), wd))
 }
 
+// headLogits: h [L, D] -> logits [L, V] (final RMSNorm, output projection).
+func headLogits(c Config, h, normW, wout *Node) *Node {
+	return linear(rmsNorm(h, normW, c.NormEps), wout)
+}
+
 // headLoss: h [L, D], targets [L] int32, weight [L], scale [] -> sum(weight * crossentropy) * scale.
 func headLoss(c Config, h, normW, wout, targets, weight, scale *Node) *Node {
-	x := rmsNorm(h, normW, c.NormEps)
-	logp := LogSoftmax(linear(x, wout), -1)           // [L, V]
-	onehot := OneHot(targets, c.Vocab, logp.DType())  // [L, V]
-	nll := Neg(ReduceSum(Mul(logp, onehot), -1))      // [L]
-	return Mul(ReduceAllSum(Mul(nll, weight)), scale) // []
+	logp := LogSoftmax(headLogits(c, h, normW, wout), -1) // [L, V]
+	onehot := OneHot(targets, c.Vocab, logp.DType())      // [L, V]
+	nll := Neg(ReduceSum(Mul(logp, onehot), -1))          // [L]
+	return Mul(ReduceAllSum(Mul(nll, weight)), scale)     // []
 }

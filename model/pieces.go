@@ -24,6 +24,7 @@ type Pieces struct {
 	preAttn, preAttnVJP   *Exec
 	postAttn, postAttnVJP *Exec
 	headLoss, headVJP     *Exec
+	headLogits            *Exec
 	attnFwd, attnFwdFull  *Exec
 	attnBwd, attnBwdFull  *Exec
 	attnFinish, attnDelta *Exec
@@ -88,6 +89,10 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 	// in: h, normW, wout, targets, weight, scale -> loss
 	p.headLoss = mk("Head", func(in []*Node) []*Node {
 		return []*Node{headLoss(c, in[0], in[1], in[2], in[3], in[4], in[5])}
+	})
+	// in: h, normW, wout -> logits
+	p.headLogits = mk("Logits", func(in []*Node) []*Node {
+		return []*Node{headLogits(c, in[0], in[1], in[2])}
 	})
 	// in: h, normW, wout, targets, weight, scale -> loss, dh, dnormW, dwout
 	p.headVJP = mk("HeadVJP", func(in []*Node) []*Node {
@@ -215,6 +220,15 @@ func (p *Pieces) PostAttnVJP(w LayerWeights, h, o, dhNext *tensors.Tensor) (Post
 // h [L, D], targets [L] int32, weight [L], scale [].
 func (p *Pieces) HeadLoss(normW, wout, h, targets, weight, scale *tensors.Tensor) (*tensors.Tensor, error) {
 	out, err := run(p.headLoss, 1, h, normW, wout, targets, weight, scale)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// Logits: final norm and output projection, h [L, D] -> logits [L, V].
+func (p *Pieces) Logits(normW, wout, h *tensors.Tensor) (*tensors.Tensor, error) {
+	out, err := run(p.headLogits, 1, h, normW, wout)
 	if err != nil {
 		return nil, err
 	}
