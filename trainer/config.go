@@ -6,6 +6,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
@@ -40,8 +41,15 @@ type Config struct {
 	DecayEmbeddings bool
 	GradAccum       int
 
-	// RecipeYAML is the resolved recipe, written into the run directory as is.
+	// Checkpoints into RUN/ckpt every CheckpointEvery steps and at the end (0:
+	// never), kept as checkpoint.Policy says.
+	CheckpointEvery int
+	Keep            checkpoint.Policy
+
+	// RecipeYAML is the resolved recipe, written into the run directory as is;
+	// RecipeHash its sha256 (recorded in checkpoints).
 	RecipeYAML []byte
+	RecipeHash string
 }
 
 // Validate reports every problem the trainer can see before it starts.

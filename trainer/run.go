@@ -1,12 +1,15 @@
 package trainer
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/model"
 )
 
@@ -16,12 +19,18 @@ type RunDir string
 func (d RunDir) Recipe() string  { return filepath.Join(string(d), "recipe.yaml") }
 func (d RunDir) Metrics() string { return filepath.Join(string(d), "metrics.jsonl") }
 func (d RunDir) Final() string   { return filepath.Join(string(d), "final") }
+func (d RunDir) Ckpt() string    { return filepath.Join(string(d), "ckpt") }
 
-// Run trains for the recipe's steps, writing the resolved recipe and one
-// metrics.jsonl line per step into dir, and the final model as a Hugging Face
-// folder in dir/final. onStep (may be nil) sees every step's stats as it ends.
-// A cancelled ctx stops between pieces and returns ctx's error. With dir == ""
-// (the other ranks of a parallel job) nothing is written.
+// Run trains until the recipe's last step, writing into dir the resolved
+// recipe, one metrics.jsonl line per step, a checkpoint every CheckpointEvery
+// steps and at the end (in the background: training goes on while one is
+// written), and the final model as a Hugging Face folder in dir/final. onStep
+// (may be nil) sees every step's stats as it ends. A cancelled ctx stops
+// between pieces and returns ctx's error. With dir == "" (the other ranks of a
+// parallel job) nothing is written.
+//
+// After Resume, Run continues the run: metrics.jsonl keeps the lines up to the
+// checkpoint's step and drops those a crash left after it.
 func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) error {
 	if dir == "" {
 		for t.step < t.Config.Schedule.Steps {
@@ -35,32 +44,60 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 		}
 		return nil
 	}
-	if err := os.MkdirAll(string(dir), 0o755); err != nil {
-		return fmt.Errorf("run directory: %w", err)
-	}
-	if _, err := os.Stat(dir.Metrics()); err == nil {
-		return fmt.Errorf("run directory %s already holds a run (%s): choose another --out or remove it", dir, dir.Metrics())
-	}
-	if err := os.WriteFile(dir.Recipe(), t.Config.RecipeYAML, 0o644); err != nil {
-		return fmt.Errorf("run directory: %w", err)
-	}
-	mf, err := os.OpenFile(dir.Metrics(), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
+	mf, err := t.openRunDir(dir)
 	if err != nil {
-		return fmt.Errorf("run directory: %w", err)
+		return err
 	}
 	defer mf.Close()
-	enc := json.NewEncoder(mf)
-	for t.step < t.Config.Schedule.Steps {
-		st, err := t.Step(ctx)
+	var ckpt *checkpoint.Writer
+	if t.Config.CheckpointEvery > 0 {
+		if ckpt, err = checkpoint.NewWriter(dir.Ckpt(), t.Config.Keep); err != nil {
+			return err
+		}
+	}
+	saved := t.step // the step of the newest checkpoint (or the one resumed from)
+	save := func() error {
+		if ckpt == nil || saved == t.step {
+			return nil
+		}
+		s, err := t.Snapshot()
 		if err != nil {
 			return err
 		}
-		if err := enc.Encode(st); err != nil {
-			return fmt.Errorf("metrics: %w", err)
+		saved = t.step
+		return ckpt.Submit(s)
+	}
+	err = func() error {
+		enc := json.NewEncoder(mf)
+		for t.step < t.Config.Schedule.Steps {
+			st, err := t.Step(ctx)
+			if err != nil {
+				return err
+			}
+			if t.step%max(t.Config.CheckpointEvery, 1) == 0 || t.step == t.Config.Schedule.Steps {
+				if err := save(); err != nil {
+					return fmt.Errorf("step %d: %w", t.step, err)
+				}
+				if ckpt != nil {
+					st.Checkpoint = checkpoint.Name(t.step)
+				}
+			}
+			if err := enc.Encode(st); err != nil {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			if onStep != nil {
+				onStep(st)
+			}
 		}
-		if onStep != nil {
-			onStep(st)
+		return nil
+	}()
+	if ckpt != nil { // the write in flight completes (or fails) before Run returns
+		if werr := ckpt.Wait(); err == nil && werr != nil {
+			err = werr
 		}
+	}
+	if err != nil {
+		return err
 	}
 	if err := mf.Sync(); err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -69,4 +106,68 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 		return fmt.Errorf("save final model: %w", err)
 	}
 	return nil
+}
+
+// openRunDir writes the recipe and opens metrics.jsonl for the steps to come:
+// a new file for a new run, refusing a directory that holds another run; after
+// Resume, the existing file cut back to the resumed step.
+func (t *Trainer) openRunDir(dir RunDir) (*os.File, error) {
+	if err := os.MkdirAll(string(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	_, statErr := os.Stat(dir.Metrics())
+	if statErr == nil && t.step == 0 {
+		return nil, fmt.Errorf("run directory %s already holds a run (%s): choose another --out, remove it, or --resume it", dir, dir.Metrics())
+	}
+	if err := os.WriteFile(dir.Recipe(), t.Config.RecipeYAML, 0o644); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	if statErr != nil {
+		f, err := os.OpenFile(dir.Metrics(), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("run directory: %w", err)
+		}
+		return f, nil
+	}
+	f, err := os.OpenFile(dir.Metrics(), os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	keep, err := metricsUpTo(f, t.step)
+	if err == nil {
+		err = f.Truncate(keep)
+	}
+	if err == nil {
+		_, err = f.Seek(keep, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("metrics %s: %w", dir.Metrics(), err)
+	}
+	return f, nil
+}
+
+// metricsUpTo is the length of the prefix of a metrics.jsonl whose lines are
+// steps <= step: what a resume from that step keeps.
+func metricsUpTo(r io.Reader, step int) (int64, error) {
+	br := bufio.NewReader(r)
+	var n int64
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 && line[len(line)-1] == '\n' {
+			var st struct {
+				Step *int `json:"step"`
+			}
+			if json.Unmarshal(line, &st) != nil || st.Step == nil || *st.Step > step {
+				return n, nil
+			}
+			n += int64(len(line))
+		}
+		if err == io.EOF {
+			return n, nil // a last line without its newline was cut by a crash: dropped
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
 }

@@ -28,6 +28,8 @@ type StepStats struct {
 	// In a parallel job (this worker's figures):
 	CommWaitSeconds float64 `json:"comm_wait_seconds,omitempty"` // blocked on communication
 	BytesSent       int64   `json:"bytes_sent,omitempty"`        // sent to other workers
+	// Checkpoint is the checkpoint this step started writing (in the background), if any.
+	Checkpoint string `json:"checkpoint,omitempty"`
 }
 
 // Trainer owns one worker's model, optimizer and data, and runs steps.
@@ -42,6 +44,7 @@ type Trainer struct {
 	grads   Grads
 	order   []string // parameter names in order
 	step    int
+	tokens  int64 // target tokens trained on
 	dist    *Dist // nil: a single worker
 	nreduce int   // steps reduced so far, for tags
 
@@ -173,6 +176,7 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 		return StepStats{}, fmt.Errorf("step %d: optimizer: %w", t.step+1, err)
 	}
 	t.step++
+	t.tokens += int64(targets)
 	secs := time.Since(start).Seconds()
 	wait1, sent1 := t.commCounters()
 	return StepStats{

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
@@ -56,6 +57,9 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		DecayNorms:      r.Optim.DecayNorms,
 		DecayEmbeddings: r.Optim.DecayEmbeddings,
 		GradAccum:       r.Schedule.GradAccum,
+		CheckpointEvery: r.Checkpoint.EverySteps,
+		Keep:            checkpoint.Policy{KeepLast: r.Checkpoint.KeepLast, KeepEvery: r.Checkpoint.KeepEvery},
 		RecipeYAML:      y,
+		RecipeHash:      r.Hash(),
 	}, nil
 }

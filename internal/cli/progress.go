@@ -20,7 +20,8 @@ type progress struct {
 	start  time.Time
 	tokens int
 	last   trainer.StepStats
-	first  trainer.StepStats
+	first  trainer.StepStats // the first step of this process (after a resume, not step 1)
+	seen   int
 	recent []float64 // losses of the last steps, for a smoothed final figure
 	live   bool      // a live line is on screen
 }
@@ -38,9 +39,10 @@ func newProgress(w io.Writer, mode string, every, total int) *progress {
 }
 
 func (p *progress) step(s trainer.StepStats) {
-	if s.Step == 1 {
+	if p.seen == 0 {
 		p.first = s
 	}
+	p.seen++
 	p.last = s
 	p.recent = append(p.recent, s.Loss)
 	if n := max(p.total/20, 1); len(p.recent) > n { // the last 5% of the run
@@ -48,12 +50,15 @@ func (p *progress) step(s trainer.StepStats) {
 	}
 	p.tokens += s.Tokens
 	elapsed := time.Since(p.start)
-	eta := time.Duration(float64(elapsed) / float64(s.Step) * float64(p.total-s.Step))
+	eta := time.Duration(float64(elapsed) / float64(p.seen) * float64(p.total-s.Step))
 	line := fmt.Sprintf("step %*d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %.2fs/step  rss %s  eta %s",
 		len(fmt.Sprint(p.total)), s.Step, p.total, s.Loss, s.LR, s.GradNorm, s.TokensPerS, s.StepSeconds,
 		bytesHuman(s.PeakRSSBytes), eta.Round(time.Second))
 	if s.BytesSent > 0 {
 		line += fmt.Sprintf("  comm wait %.0f%%  sent %s", 100*s.CommWaitSeconds/s.StepSeconds, bytesHuman(s.BytesSent))
+	}
+	if s.Checkpoint != "" {
+		line += "  ckpt " + s.Checkpoint
 	}
 	switch p.mode {
 	case "bar":
@@ -66,7 +71,7 @@ func (p *progress) step(s trainer.StepStats) {
 			p.live = false
 		}
 	case "plain":
-		if s.Step%p.every == 0 || s.Step == 1 || s.Step == p.total {
+		if s.Step%p.every == 0 || p.seen == 1 || s.Step == p.total {
 			fmt.Fprintln(p.w, line)
 		}
 	}
@@ -101,5 +106,5 @@ func (p *progress) summary() string {
 	for _, l := range p.recent {
 		sum += l
 	}
-	return fmt.Sprintf("loss %.4f at step 1, %.4f mean over the last %d steps", p.first.Loss, sum/float64(len(p.recent)), len(p.recent))
+	return fmt.Sprintf("loss %.4f at step %d, %.4f mean over the last %d steps", p.first.Loss, p.first.Step, sum/float64(len(p.recent)), len(p.recent))
 }

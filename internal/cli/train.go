@@ -2,14 +2,18 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/recipe"
 	"github.com/torusml/torus/trainer"
 )
@@ -19,6 +23,7 @@ func newTrainCmd() *cobra.Command {
 		sets     []string
 		out      string
 		progress string
+		resume   string
 	)
 	cmd := &cobra.Command{
 		Use:   "train RECIPE.yaml",
@@ -29,26 +34,83 @@ func newTrainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			w := cmd.ErrOrStderr()
+			from, out, err := resolveResume(w, resume, out)
+			if err != nil {
+				return err
+			}
 			if out == "" {
 				out = filepath.Join("runs", r.Name+"-"+time.Now().Format("20060102-150405"))
 			}
-			w := cmd.ErrOrStderr()
+			if from == "" {
+				if _, err := os.Stat(trainer.RunDir(out).Metrics()); err == nil {
+					return fmt.Errorf("run directory %s already holds a run (%s): choose another --out, remove it, or --resume it", out, trainer.RunDir(out).Metrics())
+				}
+			}
 			fmt.Fprintf(w, "torus: recipe %s (%s), run directory %s\n", args[0], r.Hash()[:12], out)
 			if r.Parallel.Workers > 1 {
-				return launchLocal(cmd.Context(), w, args[0], sets, out, r)
+				return launchLocal(cmd.Context(), w, args[0], sets, out, from, r)
 			}
-			return train(cmd.Context(), w, r, out, nil)
+			return train(cmd.Context(), w, r, out, from, nil)
 		},
 	}
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a recipe key: --set optim.lr=3e-4 (repeatable)")
 	cmd.Flags().StringVar(&out, "out", "", "run directory (default runs/NAME-TIMESTAMP)")
 	cmd.Flags().StringVar(&progress, "progress", "", "progress display: auto|bar|plain|none (default: the recipe's log.progress)")
+	cmd.Flags().StringVar(&resume, "resume", "", "continue a run: RUN_DIR (its latest checkpoint), a checkpoint folder RUN_DIR/ckpt/step-N, or auto (--out's latest checkpoint, if it has one; else a fresh start)")
 	return cmd
+}
+
+// resolveResume turns --resume into the checkpoint folder to load (or "") and
+// the run directory to continue (out, unless --out was left empty).
+func resolveResume(w io.Writer, resume, out string) (from, runDir string, err error) {
+	switch {
+	case resume == "":
+		return "", out, nil
+	case resume == "auto":
+		if out == "" {
+			return "", "", fmt.Errorf("--resume auto needs --out RUN_DIR: the run to continue, or to start")
+		}
+		ckptDir := trainer.RunDir(out).Ckpt()
+		if _, err := os.Stat(filepath.Join(ckptDir, checkpoint.LatestFile)); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(w, "torus: --resume auto: no checkpoint in %s yet, starting a new run\n", out)
+			// A run that stopped before its first checkpoint starts over; its
+			// metrics are kept aside, not overwritten.
+			metrics := trainer.RunDir(out).Metrics()
+			if _, err := os.Stat(metrics); err == nil {
+				aside := fmt.Sprintf("%s.before-%s", metrics, time.Now().UTC().Format("20060102-150405.000"))
+				if err := os.Rename(metrics, aside); err != nil {
+					return "", "", fmt.Errorf("--resume auto: %w", err)
+				}
+				fmt.Fprintf(w, "torus: --resume auto: the metrics of the interrupted start are in %s\n", aside)
+			}
+			return "", out, nil
+		}
+		from, err := checkpoint.Latest(ckptDir)
+		return from, out, err
+	}
+	if _, err := os.Stat(filepath.Join(resume, checkpoint.ManifestFile)); err == nil { // a checkpoint folder
+		if out == "" { // RUN/ckpt/step-N continues RUN
+			out = filepath.Dir(filepath.Dir(filepath.Clean(resume)))
+		}
+		return resume, out, nil
+	}
+	if _, err := os.Stat(resume); err != nil {
+		return "", "", fmt.Errorf("--resume %s: %w", resume, err)
+	}
+	from, err = checkpoint.Latest(trainer.RunDir(resume).Ckpt())
+	if err != nil {
+		return "", "", fmt.Errorf("--resume %s: %w", resume, err)
+	}
+	if out == "" {
+		out = resume
+	}
+	return from, out, nil
 }
 
 // train runs this process's trainer: the whole job alone (d == nil), or one
 // rank of it. Rank 0 writes the run directory and shows progress.
-func train(ctx context.Context, w io.Writer, r recipe.Recipe, out string, d *trainer.Dist) error {
+func train(ctx context.Context, w io.Writer, r recipe.Recipe, out, from string, d *trainer.Dist) error {
 	cfg, err := trainerConfig(r)
 	if err != nil {
 		return err
@@ -56,6 +118,27 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out string, d *tra
 	t, err := trainer.New(cfg, d)
 	if err != nil {
 		return err
+	}
+	if from != "" {
+		m, err := t.Resume(from)
+		if err != nil {
+			return fmt.Errorf("train: rank %d: %w", t.Rank(), err)
+		}
+		if t.Rank() == 0 {
+			fmt.Fprintf(w, "torus: resuming from %s: step %d, %d tokens trained, written by %d worker(s)\n", from, m.Step, m.TokensSeen, m.World.Workers)
+			if m.RecipeHash != cfg.RecipeHash {
+				fmt.Fprintf(w, "torus: note: the recipe differs from the one the checkpoint was written with (%.12s, now %.12s)\n", m.RecipeHash, cfg.RecipeHash)
+			}
+			// Checkpoints this run wrote past the resumed step (a crash before
+			// latest moved, or a deliberate resume from an older one) are kept aside.
+			moved, err := checkpoint.SetAside(trainer.RunDir(out).Ckpt(), m.Step)
+			if err != nil {
+				return fmt.Errorf("train: %w", err)
+			}
+			for _, p := range moved {
+				fmt.Fprintf(w, "torus: %s is past the resumed step: moved to %s\n", filepath.Base(p), p)
+			}
+		}
 	}
 	if t.Rank() != 0 {
 		if err := t.Run(ctx, "", nil); err != nil {
@@ -75,6 +158,9 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out string, d *tra
 	}
 	fmt.Fprintf(w, "torus: done: %d steps in %s; %s\ntorus: metrics in %s, model in %s\n",
 		t.StepNum(), time.Since(bar.start).Round(time.Second), bar.summary(), trainer.RunDir(out).Metrics(), trainer.RunDir(out).Final())
+	if cfg.CheckpointEvery > 0 {
+		fmt.Fprintf(w, "torus: checkpoints in %s (resume with --resume %s)\n", trainer.RunDir(out).Ckpt(), out)
+	}
 	return nil
 }
 

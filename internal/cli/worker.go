@@ -21,10 +21,7 @@ import (
 
 // launchLocal runs a parallel.workers > 1 recipe as that many `torus worker`
 // processes on loopback and waits for them.
-func launchLocal(ctx context.Context, w io.Writer, recipePath string, sets []string, out string, r recipe.Recipe) error {
-	if _, err := os.Stat(trainer.RunDir(out).Metrics()); err == nil {
-		return fmt.Errorf("run directory %s already holds a run (%s): choose another --out or remove it", out, trainer.RunDir(out).Metrics())
-	}
+func launchLocal(ctx context.Context, w io.Writer, recipePath string, sets []string, out, from string, r recipe.Recipe) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("launch: find this executable: %w", err)
@@ -38,6 +35,9 @@ func launchLocal(ctx context.Context, w io.Writer, recipePath string, sets []str
 			args := []string{"worker", recipePath, "--rank", strconv.Itoa(rank), "--world", strconv.Itoa(n), "--out", out, "--progress", r.Log.Progress}
 			for _, s := range sets {
 				args = append(args, "--set", s)
+			}
+			if from != "" { // resolved here, so every rank loads the same one
+				args = append(args, "--resume-from", from)
 			}
 			return self, args
 		},
@@ -57,6 +57,7 @@ func newWorkerCmd() *cobra.Command {
 		rank     int
 		world    int
 		listen   string
+		from     string
 	)
 	cmd := &cobra.Command{
 		Use:    "worker RECIPE.yaml --rank R --world N",
@@ -98,7 +99,7 @@ func newWorkerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return train(ctx, cmd.ErrOrStderr(), r, out, &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy})
+			return train(ctx, cmd.ErrOrStderr(), r, out, from, &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy})
 		},
 	}
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a recipe key (repeatable)")
@@ -106,6 +107,7 @@ func newWorkerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&progress, "progress", "", "progress display: auto|bar|plain|none")
 	cmd.Flags().IntVar(&rank, "rank", -1, "this worker's rank")
 	cmd.Flags().IntVar(&world, "world", 0, "number of workers")
+	cmd.Flags().StringVar(&from, "resume-from", "", "checkpoint folder to resume from")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to serve the other workers on")
 	return cmd
 }

@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/spf13/cobra"
+
+	"github.com/torusml/torus/checkpoint"
+	"github.com/torusml/torus/model"
+)
+
+func newExportCmd() *cobra.Command {
+	var (
+		format   string
+		out      string
+		dtype    string
+		maxShard int64
+	)
+	cmd := &cobra.Command{
+		Use:   "export CKPT --format hf --out DIR",
+		Short: "Write a checkpoint as a Hugging Face model folder (CKPT: a checkpoint folder, or a run directory for its latest)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "hf" {
+				return fmt.Errorf("export: --format %q: only hf is supported so far (peft comes with LoRA)", format)
+			}
+			if out == "" {
+				return fmt.Errorf("export: --out DIR is required")
+			}
+			switch dtype {
+			case "float32", "bfloat16", "float16":
+			default:
+				return fmt.Errorf("export: --dtype %q: float32, bfloat16 or float16", dtype)
+			}
+			dir, err := ckptPath(args[0])
+			if err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			start := time.Now()
+			c, err := checkpoint.Open(dir)
+			if err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			if err := c.Verify(); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			// The checkpoint folder is itself a model folder; read it in its stored dtype.
+			infos, _, err := model.SafetensorsHeader(filepath.Join(dir, checkpoint.ModelFile))
+			if err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			stored := dtypes.Float32
+			if len(infos) > 0 && infos[0].DType == dtypes.Float64 {
+				stored = dtypes.Float64
+			}
+			p, err := model.LoadHF(dir, stored)
+			if err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			if err := model.ExportHF(out, p, model.HFExport{DType: dtype, MaxShardBytes: maxShard}); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "torus: exported %s (step %d, %.2fM parameters) to %s as %s in %s\n",
+				dir, c.Manifest.Step, float64(p.NumParams())/1e6, out, dtype, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "hf", "hf: a Hugging Face LlamaForCausalLM folder")
+	cmd.Flags().StringVar(&out, "out", "", "the folder to write")
+	cmd.Flags().StringVar(&dtype, "dtype", "float32", "float32 | bfloat16 | float16")
+	cmd.Flags().Int64Var(&maxShard, "max-shard-bytes", 0, "largest weight file; bigger models are sharded with model.safetensors.index.json (0: 5 GB, as transformers)")
+	return cmd
+}

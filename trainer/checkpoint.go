@@ -1,0 +1,171 @@
+package trainer
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/checkpoint"
+	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/optim"
+)
+
+// rngState is the manifest's "rng": every random choice torus makes (document
+// shuffles, one per epoch) derives from the seed and the data cursor's epoch, so
+// the seed is the whole state.
+type rngState struct {
+	DataSeed uint64 `json:"data_seed"`
+}
+
+// Snapshot copies everything a checkpoint holds: parameters, optimizer moments,
+// step, tokens seen, the data position of the next step, the seed, the recipe's
+// hash and the worker layout. The copy is the checkpoint's: training can go on
+// while it is written.
+func (t *Trainer) Snapshot() (*checkpoint.Snapshot, error) {
+	params := &model.Params{Config: t.Params.Config, DType: t.Params.DType, T: map[string]*tensors.Tensor{}}
+	for name, p := range t.Params.T {
+		c, err := p.LocalClone()
+		if err != nil {
+			return nil, fmt.Errorf("snapshot: %s: %w", name, err)
+		}
+		params.T[name] = c
+	}
+	opt := map[string]*tensors.Tensor{}
+	for key, v := range t.opt.State() {
+		name := paramOf(key)
+		shape := t.Params.T[name].Shape().Dimensions
+		if v.F32 != nil {
+			opt[key] = tensors.FromFlatDataAndDimensions(slices.Clone(v.F32), shape...)
+		} else {
+			opt[key] = tensors.FromFlatDataAndDimensions(slices.Clone(v.F64), shape...)
+		}
+	}
+	cursor, err := json.Marshal(t.loader.Cursor())
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: data cursor: %w", err)
+	}
+	rng, err := json.Marshal(rngState{DataSeed: t.Config.Seed})
+	if err != nil {
+		return nil, err
+	}
+	w := checkpoint.World{Workers: 1, SP: 1, DP: 1}
+	if t.dist != nil {
+		w = checkpoint.World{Workers: t.dist.Mesh.World, SP: t.dist.Mesh.SP, DP: t.dist.Mesh.DP, Strategy: t.dist.Strategy}
+	}
+	return &checkpoint.Snapshot{
+		Step: t.step, TokensSeen: t.tokens, Cursor: cursor, RNG: rng, RecipeHash: t.Config.RecipeHash, World: w,
+		Params: params, Optim: opt,
+		OptimMeta: map[string]string{"type": "adamw", "steps": strconv.Itoa(t.opt.Steps())},
+	}, nil
+}
+
+// paramOf is the parameter an optimizer state key belongs to.
+func paramOf(key string) string {
+	if name, ok := strings.CutSuffix(key, optim.SecondMoment); ok {
+		return name
+	}
+	name, _ := strings.CutSuffix(key, optim.FirstMoment)
+	return name
+}
+
+// shapeOf is what must agree between a checkpoint's model and the recipe's.
+type shapeOf struct {
+	Vocab, Dim, Layers, Heads, KVHeads, HeadDim, MLPDim int
+	RopeTheta, NormEps                                  float64
+	Tied                                                bool
+}
+
+func shape(c model.Config) shapeOf {
+	return shapeOf{c.Vocab, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDimension(), c.MLPDim, c.RopeTheta, c.NormEps, c.TieEmbeddings}
+}
+
+// Resume loads the checkpoint in dir (verifying every checksum first) and puts
+// this trainer where it was: parameters, optimizer moments and step count,
+// schedule step, tokens seen and data position. The checkpoint may come from
+// another number of workers. It returns the checkpoint's manifest.
+func (t *Trainer) Resume(dir string) (checkpoint.Manifest, error) {
+	c, err := checkpoint.Open(dir)
+	if err != nil {
+		return checkpoint.Manifest{}, err
+	}
+	m := c.Manifest
+	params, opt, err := c.Load(t.Params.DType)
+	if err != nil {
+		return m, err
+	}
+	if got, want := shape(params.Config), shape(t.Params.Config); got != want {
+		return m, fmt.Errorf("resume %s: the checkpoint's model %+v is not the recipe's %+v", dir, got, want)
+	}
+	var rng rngState
+	if err := json.Unmarshal(m.RNG, &rng); err != nil {
+		return m, fmt.Errorf("resume %s: manifest rng: %w", dir, err)
+	}
+	if rng.DataSeed != t.Config.Seed {
+		return m, fmt.Errorf("resume %s: the checkpoint was trained with seed %d, the recipe says %d: the data order would differ", dir, rng.DataSeed, t.Config.Seed)
+	}
+	var cur data.Cursor
+	if err := json.Unmarshal(m.Cursor, &cur); err != nil {
+		return m, fmt.Errorf("resume %s: manifest data_cursor: %w", dir, err)
+	}
+	steps, err := strconv.Atoi(m.Optim["steps"])
+	if err != nil || m.Optim["type"] != "adamw" {
+		return m, fmt.Errorf("resume %s: manifest optim %v: want type adamw and a step count", dir, m.Optim)
+	}
+	state := map[string]optim.Vec{}
+	for key, ts := range opt {
+		name := paramOf(key)
+		p, ok := t.Params.T[name]
+		if !ok {
+			return m, fmt.Errorf("resume %s: optimizer state %q is for no parameter of the model", dir, key)
+		}
+		if ts.DType() != p.DType() || !slices.Equal(ts.Shape().Dimensions, p.Shape().Dimensions) {
+			return m, fmt.Errorf("resume %s: optimizer state %q is %s%v, the parameter is %s%v", dir, key, ts.DType(), ts.Shape().Dimensions, p.DType(), p.Shape().Dimensions)
+		}
+		if ts.DType() == dtypes.Float32 {
+			state[key] = optim.Vec{F32: tensors.MustCopyFlatData[float32](ts)}
+		} else {
+			state[key] = optim.Vec{F64: tensors.MustCopyFlatData[float64](ts)}
+		}
+	}
+	if err := t.opt.SetState(steps, state); err != nil {
+		return m, fmt.Errorf("resume %s: %w", dir, err)
+	}
+	if err := t.loader.Seek(cur); err != nil {
+		return m, fmt.Errorf("resume %s: data: %w", dir, err)
+	}
+	for name, p := range t.Params.T { // in place: the engine holds these tensors
+		if err := copyInto(p, params.T[name]); err != nil {
+			return m, fmt.Errorf("resume %s: %s: %w", dir, name, err)
+		}
+	}
+	t.step, t.tokens = m.Step, m.TokensSeen
+	return m, nil
+}
+
+// copyInto copies src's values into dst (same shape and dtype).
+func copyInto(dst, src *tensors.Tensor) error {
+	if src == nil {
+		return fmt.Errorf("missing from the checkpoint")
+	}
+	if dst.DType() != src.DType() || !slices.Equal(dst.Shape().Dimensions, src.Shape().Dimensions) {
+		return fmt.Errorf("checkpoint has %s%v, the model %s%v", src.DType(), src.Shape().Dimensions, dst.DType(), dst.Shape().Dimensions)
+	}
+	var err error
+	dst.MustMutableFlatData(func(d any) {
+		err = src.ConstFlatData(func(s any) {
+			switch d := d.(type) {
+			case []float32:
+				copy(d, s.([]float32))
+			case []float64:
+				copy(d, s.([]float64))
+			}
+		})
+	})
+	return err
+}
