@@ -13,6 +13,7 @@
 #   BENCH_RECOMPUTE=except_attention   torus's memory.recompute (layer keeps only layer inputs)
 #   BENCH_PAR_LENGTH=16384             sequence for 2 workers (one core each) vs 1 worker (two cores)
 #   BENCH_PAR_STEPS=3                  timed steps of that comparison
+#   BENCH_CKPT_LENGTH=1024             sequence of the checkpoint-cost comparison
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOEXPERIMENT=${GOEXPERIMENT:-simd} GOFLAGS=${GOFLAGS:--buildvcs=false}
@@ -49,6 +50,10 @@ state() { # the machine's state, beside every figure
   ./bin/stepbench --mode parallel --seq-len "${BENCH_PAR_LENGTH:-16384}" --steps "${BENCH_PAR_STEPS:-3}" --warmup 1 --recompute "$recompute" \
     || echo '{"impl":"torus-parallel","status":"failed"}'
   state "after parallel"
+  echo "bench: checkpoints: a checkpoint every step vs none; write throughput" >&2
+  ./bin/stepbench --mode ckpt --seq-len "${BENCH_CKPT_LENGTH:-1024}" --steps 4 --recompute "$recompute" \
+    || echo '{"impl":"torus-ckpt","status":"failed"}'
+  state "after checkpoints"
 } | tee "$out"
 echo >&2
 ./bin/benchreport < "$out"

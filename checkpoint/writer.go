@@ -53,7 +53,10 @@ func (w *Writer) Submit(s *Snapshot) error {
 	}
 	done := make(chan error, 1)
 	w.pending = done
-	go func() { done <- w.write(s) }()
+	go func() {
+		lowPriority()
+		done <- w.write(s)
+	}()
 	return nil
 }
 
@@ -75,7 +78,10 @@ func (w *Writer) wait() error {
 
 // write saves s, then applies the policy.
 func (w *Writer) write(s *Snapshot) error {
-	if _, err := Save(w.dir, s); err != nil {
+	if s == nil {
+		return errors.New("checkpoint: save: no snapshot")
+	}
+	if _, err := saveAt(w.dir, s, true); err != nil {
 		return err
 	}
 	if _, err := Prune(w.dir, w.policy); err != nil {

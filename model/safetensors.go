@@ -271,19 +271,42 @@ func (s *stFile) read(e stEntry, to dtypes.DType) (*tensors.Tensor, error) {
 // dtype conversion: "" keeps each tensor's dtype, or "float32"|"bfloat16"|"float16"|"float64"
 // converts (float tensors only). The file is written to path+".tmp", fsynced, and renamed.
 func WriteSafetensors(path string, names []string, ts map[string]*tensors.Tensor, meta map[string]string, dtype string) error {
+	write, err := safetensorsWriter(path, names, ts, meta, dtype)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, write)
+}
+
+// WriteSafetensorsTo is WriteSafetensors into w, which the caller makes durable;
+// path only names the file in errors.
+func WriteSafetensorsTo(w io.Writer, path string, names []string, ts map[string]*tensors.Tensor, meta map[string]string, dtype string) error {
+	write, err := safetensorsWriter(path, names, ts, meta, dtype)
+	if err != nil {
+		return err
+	}
+	if err := write(w); err != nil {
+		return fmt.Errorf("model: %s: %w", path, err)
+	}
+	return nil
+}
+
+// safetensorsWriter checks the tensors and builds the header, and returns what
+// writes the file.
+func safetensorsWriter(path string, names []string, ts map[string]*tensors.Tensor, meta map[string]string, dtype string) (func(io.Writer) error, error) {
 	if !littleEndianHost {
-		return fmt.Errorf("model: %s: safetensors IO needs a little-endian host", path)
+		return nil, fmt.Errorf("model: %s: safetensors IO needs a little-endian host", path)
 	}
 	for k, v := range meta {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return fmt.Errorf("model: %s: metadata %q: %q is not UTF-8", path, k, v)
+			return nil, fmt.Errorf("model: %s: metadata %q: %q is not UTF-8", path, k, v)
 		}
 	}
 	var conv dtypes.DType
 	if dtype != "" {
 		var ok bool
 		if conv, ok = floatDTypeByName[dtype]; !ok {
-			return fmt.Errorf("model: %s: dtype %q not supported (float32, bfloat16, float16, float64 or \"\")", path, dtype)
+			return nil, fmt.Errorf("model: %s: dtype %q not supported (float32, bfloat16, float16, float64 or \"\")", path, dtype)
 		}
 	}
 	// Header: keys in the caller's order, offsets tiling the data section.
@@ -292,7 +315,7 @@ func WriteSafetensors(path string, names []string, ts map[string]*tensors.Tensor
 	if len(meta) > 0 {
 		m, err := json.Marshal(meta)
 		if err != nil {
-			return fmt.Errorf("model: %s: metadata: %w", path, err)
+			return nil, fmt.Errorf("model: %s: metadata: %w", path, err)
 		}
 		hdr.WriteString(`"__metadata__":`)
 		hdr.Write(m)
@@ -304,25 +327,25 @@ func WriteSafetensors(path string, names []string, ts map[string]*tensors.Tensor
 		t := ts[name]
 		switch {
 		case t == nil:
-			return fmt.Errorf("model: %s: no tensor %q", path, name)
+			return nil, fmt.Errorf("model: %s: no tensor %q", path, name)
 		case seen[name]:
-			return fmt.Errorf("model: %s: tensor %q named twice", path, name)
+			return nil, fmt.Errorf("model: %s: tensor %q named twice", path, name)
 		case !utf8.ValidString(name):
-			return fmt.Errorf("model: %s: tensor name %q is not UTF-8", path, name)
+			return nil, fmt.Errorf("model: %s: tensor name %q is not UTF-8", path, name)
 		case name == "__metadata__":
-			return fmt.Errorf("model: %s: a tensor cannot be named __metadata__", path)
+			return nil, fmt.Errorf("model: %s: a tensor cannot be named __metadata__", path)
 		}
 		seen[name] = true
 		outDT[i] = t.DType()
 		if conv != dtypes.InvalidDType {
 			if !isFloat(t.DType()) {
-				return fmt.Errorf("model: %s: tensor %q is %s, cannot convert to %s", path, name, t.DType(), dtype)
+				return nil, fmt.Errorf("model: %s: tensor %q is %s, cannot convert to %s", path, name, t.DType(), dtype)
 			}
 			outDT[i] = conv
 		}
 		sdt, ok := toSTDType(outDT[i])
 		if !ok {
-			return fmt.Errorf("model: %s: tensor %q: dtype %s has no safetensors equivalent", path, name, outDT[i])
+			return nil, fmt.Errorf("model: %s: tensor %q: dtype %s has no safetensors equivalent", path, name, outDT[i])
 		}
 		info := st.TensorInfo{DType: sdt, Shape: []uint64{}}
 		for _, d := range t.Shape().Dimensions {
@@ -334,7 +357,7 @@ func WriteSafetensors(path string, names []string, ts map[string]*tensors.Tensor
 		k, _ := json.Marshal(name)
 		v, err := json.Marshal(&info)
 		if err != nil {
-			return fmt.Errorf("model: %s: tensor %q: %w", path, name, err)
+			return nil, fmt.Errorf("model: %s: tensor %q: %w", path, name, err)
 		}
 		if hdr.Len() > 1 {
 			hdr.WriteByte(',')
@@ -348,9 +371,9 @@ func WriteSafetensors(path string, names []string, ts map[string]*tensors.Tensor
 		hdr.WriteByte(' ')
 	}
 	if hdr.Len() > maxHeaderWrite {
-		return fmt.Errorf("model: %s: header of %d bytes is over the %d-byte limit of safetensors readers", path, hdr.Len(), maxHeaderWrite)
+		return nil, fmt.Errorf("model: %s: header of %d bytes is over the %d-byte limit of safetensors readers", path, hdr.Len(), maxHeaderWrite)
 	}
-	return writeAtomic(path, func(w io.Writer) error {
+	return func(w io.Writer) error {
 		var lenBuf [8]byte
 		binary.LittleEndian.PutUint64(lenBuf[:], uint64(hdr.Len()))
 		if _, err := w.Write(lenBuf[:]); err != nil {
@@ -365,7 +388,7 @@ func WriteSafetensors(path string, names []string, ts map[string]*tensors.Tensor
 			}
 		}
 		return nil
-	})
+	}, nil
 }
 
 func writeTensor(w io.Writer, t *tensors.Tensor, to dtypes.DType) error {

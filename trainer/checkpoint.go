@@ -27,23 +27,37 @@ type rngState struct {
 // step, tokens seen, the data position of the next step, the seed, the recipe's
 // hash and the worker layout. The copy is the checkpoint's: training can go on
 // while it is written.
-func (t *Trainer) Snapshot() (*checkpoint.Snapshot, error) {
+func (t *Trainer) Snapshot() (*checkpoint.Snapshot, error) { return t.SnapshotInto(nil) }
+
+// SnapshotInto is Snapshot copying into the tensors of reuse, an earlier snapshot
+// of this trainer that nothing reads any more, rather than allocating new ones:
+// a run that checkpoints often then moves its state into two buffers in turn
+// instead of making garbage of its size every time.
+func (t *Trainer) SnapshotInto(reuse *checkpoint.Snapshot) (*checkpoint.Snapshot, error) {
 	params := &model.Params{Config: t.Params.Config, DType: t.Params.DType, T: map[string]*tensors.Tensor{}}
+	opt := map[string]*tensors.Tensor{}
+	if reuse != nil {
+		params, opt = reuse.Params, reuse.Optim
+	}
 	for name, p := range t.Params.T {
+		if c := params.T[name]; c != nil && copyInto(c, p) == nil {
+			continue
+		}
 		c, err := p.LocalClone()
 		if err != nil {
 			return nil, fmt.Errorf("snapshot: %s: %w", name, err)
 		}
 		params.T[name] = c
 	}
-	opt := map[string]*tensors.Tensor{}
 	for key, v := range t.opt.State() {
-		name := paramOf(key)
-		shape := t.Params.T[name].Shape().Dimensions
+		if c := opt[key]; c != nil && c.Size() == v.Len() && setFlat(c, v) {
+			continue
+		}
+		shape := t.Params.T[paramOf(key)].Shape().Dimensions
 		if v.F32 != nil {
-			opt[key] = tensors.FromFlatDataAndDimensions(slices.Clone(v.F32), shape...)
+			opt[key] = tensors.FromFlatDataAndDimensions(v.F32, shape...) // copies
 		} else {
-			opt[key] = tensors.FromFlatDataAndDimensions(slices.Clone(v.F64), shape...)
+			opt[key] = tensors.FromFlatDataAndDimensions(v.F64, shape...)
 		}
 	}
 	cursor, err := json.Marshal(t.loader.Cursor())
@@ -63,6 +77,19 @@ func (t *Trainer) Snapshot() (*checkpoint.Snapshot, error) {
 		Params: params, Optim: opt,
 		OptimMeta: map[string]string{"type": "adamw", "steps": strconv.Itoa(t.opt.Steps())},
 	}, nil
+}
+
+// setFlat copies v into dst if their dtypes agree.
+func setFlat(dst *tensors.Tensor, v optim.Vec) (ok bool) {
+	dst.MustMutableFlatData(func(d any) {
+		switch d := d.(type) {
+		case []float32:
+			ok = v.F32 != nil && copy(d, v.F32) == len(d)
+		case []float64:
+			ok = v.F64 != nil && copy(d, v.F64) == len(d)
+		}
+	})
+	return ok
 }
 
 // paramOf is the parameter an optimizer state key belongs to.

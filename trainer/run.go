@@ -56,15 +56,21 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 		}
 	}
 	saved := t.step // the step of the newest checkpoint (or the one resumed from)
+	// Two snapshot buffers in turn: when one is filled, the write of the other
+	// may be in flight, and the write before (this buffer's) has completed, as
+	// Submit waits for the previous write before it starts the next.
+	var bufs [2]*checkpoint.Snapshot
+	var n int // checkpoints taken
 	save := func() error {
 		if ckpt == nil || saved == t.step {
 			return nil
 		}
-		s, err := t.Snapshot()
+		s, err := t.SnapshotInto(bufs[n%2])
 		if err != nil {
 			return err
 		}
-		saved = t.step
+		bufs[n%2], saved = s, t.step
+		n++
 		return ckpt.Submit(s)
 	}
 	err = func() error {

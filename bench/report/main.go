@@ -36,6 +36,7 @@ type row struct {
 func main() {
 	torus, torch := map[int]row{}, map[int]row{}
 	var par []parRow
+	var ckpts []ckptRow
 	var peakTorus, peakTorch float64
 	var machine []row
 	sc := bufio.NewScanner(os.Stdin)
@@ -43,6 +44,13 @@ func main() {
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		if strings.Contains(line, `"impl":"torus-ckpt"`) {
+			var c ckptRow
+			if err := json.Unmarshal([]byte(line), &c); err == nil {
+				ckpts = append(ckpts, c)
+			}
 			continue
 		}
 		if strings.Contains(line, `"impl":"torus-parallel"`) {
@@ -142,6 +150,13 @@ func main() {
 			fmt.Printf("| %d | %.3f | %.1f%% | %d | %d | %.0f MiB |\n", w.Rank, w.Median, 100*w.WaitShare, w.Sent, w.Predicted, mib(w.PeakRSS))
 		}
 	}
+	for _, c := range ckpts {
+		fmt.Printf("\n\nCheckpoints, seq_len %d: blocks of %d steps alternating, with a checkpoint every step (%.1f MiB each, written in the background) vs none\n",
+			c.SeqLen, c.Block, mib(c.Bytes))
+		fmt.Println("| s/block without | s/block with | step-time ratio (target <= 1.05) | checkpoint.Save MB/s | plain write+fsync MB/s | throughput ratio (target >= 0.8) |")
+		fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Printf("| %v | %v | %.3f | %.0f | %.0f | %.2f |\n", c.Without, c.With, c.StepRatio, c.SaveBps/1e6, c.PlainBps/1e6, c.TputRatio)
+	}
 	fmt.Println("\n\nMachine state:")
 	for _, m := range machine {
 		fmt.Printf("  %-12s %s  load %s  %d cores  %.1f GiB available\n", m.Phase, m.CPU, m.LoadAvg, m.NProc, float64(m.MemKiB)/(1<<20))
@@ -164,4 +179,16 @@ type parRow struct {
 		Predicted int64   `json:"bytes_predicted"`
 		PeakRSS   int64   `json:"peak_rss_bytes"`
 	} `json:"workers"`
+}
+
+type ckptRow struct {
+	SeqLen    int       `json:"seq_len"`
+	Block     int       `json:"block_steps"`
+	Without   []float64 `json:"block_seconds_without"`
+	With      []float64 `json:"block_seconds_with"`
+	StepRatio float64   `json:"step_ratio_ckpt_every_step"`
+	Bytes     int64     `json:"checkpoint_bytes"`
+	SaveBps   float64   `json:"save_bytes_per_s"`
+	PlainBps  float64   `json:"plain_write_bytes_per_s"`
+	TputRatio float64   `json:"throughput_ratio"`
 }

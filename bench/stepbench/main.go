@@ -32,7 +32,8 @@ func main() {
 		blockK  = flag.Int("block-k", 512, "attention key block")
 		layers  = flag.Int("layers", 4, "decoder layers")
 		profile = flag.String("cpuprofile", "", "write a CPU profile of the timed steps")
-		mode    = flag.String("mode", "step", "step | matmul-peak | parallel (1 worker on 2 cores vs 2 on one core each) | worker")
+		mode    = flag.String("mode", "step", "step | matmul-peak | parallel (1 worker on 2 cores vs 2 on one core each) | worker | ckpt (steps with a checkpoint each vs none; write throughput)")
+		ckptDir = flag.String("ckpt-dir", "", "ckpt mode: where checkpoints go (default: a temporary folder here, on this disk)")
 		rank    = flag.Int("rank", 0, "worker mode: this worker's rank")
 		result  = flag.String("result", "", "worker mode: where to write this worker's JSON result")
 		wprocs  = flag.Int("worker-procs", 2, "parallel mode: GOMAXPROCS of each (single-core) worker")
@@ -44,6 +45,8 @@ func main() {
 	switch *mode {
 	case "parallel":
 		err = runParallel(*wprocs, *cores, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+	case "ckpt":
+		err = runCkpt(*recomp, *seqLen, 6, *steps, *blockQ, *blockK, *layers, *ckptDir)
 	case "worker":
 		err = runWorker(*rank, *result, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	default:
