@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -211,5 +212,40 @@ func TestExportImportRoundTrip(t *testing.T) {
 	want := firstLoss(filepath.Join(run, "ckpt", "step-000002"))
 	if got := firstLoss(hf); got != want {
 		t.Errorf("loss from the export %.9g, from the checkpoint %.9g", got, want)
+	}
+}
+
+// TestResumeWorkers: `torus train` with 2 worker processes, resumed from its
+// step-2 checkpoint on 2 workers and on 1, continues the uninterrupted run's
+// loss curve (bitwise on 2, within 1e-6 on 1).
+func TestResumeWorkers(t *testing.T) {
+	recipe := ckptRecipe(t, 4)
+	dir := t.TempDir()
+	whole := filepath.Join(dir, "whole")
+	train := func(args ...string) {
+		t.Helper()
+		a := append([]string{"train", recipe, "--set", "checkpoint.every_steps=2", "--set", "checkpoint.keep_last=0"}, args...)
+		if out, err := exec.Command(torus, a...).CombinedOutput(); err != nil {
+			t.Fatalf("torus %v: %v\n%s", a, err, out)
+		}
+	}
+	train("--out", whole, "--set", "parallel.workers=2")
+	want := losses(t, filepath.Join(whole, "metrics.jsonl"))
+	for _, tc := range []struct {
+		workers int
+		tol     float64
+	}{{2, 0}, {1, 1e-6}} {
+		out := filepath.Join(dir, fmt.Sprintf("resumed-on-%d", tc.workers))
+		train("--out", out, "--resume", filepath.Join(whole, "ckpt", "step-000002"), "--set", fmt.Sprintf("parallel.workers=%d", tc.workers))
+		got := losses(t, filepath.Join(out, "metrics.jsonl"))
+		if len(got) != 2 {
+			t.Fatalf("resumed on %d: %d steps, want steps 3 and 4", tc.workers, len(got))
+		}
+		for i, g := range got {
+			w := want[2+i]
+			if d := math.Abs(g-w) / math.Abs(w); d > tc.tol {
+				t.Errorf("resumed on %d workers: step %d loss %.9g, uninterrupted %.9g", tc.workers, 3+i, g, w)
+			}
+		}
 	}
 }
