@@ -165,6 +165,13 @@ func run(e *Exec, want int, args ...any) ([]*tensors.Tensor, error) {
 	start := time.Now()
 	out, err := e.Exec(args...)
 	timings.add(e.Name(), time.Since(start))
+	if err == nil {
+		var n int64
+		for _, t := range out {
+			n += t.ByteSize()
+		}
+		largest.note(e.Name(), n)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("model: %s: %w", e.Name(), err)
 	}
@@ -326,6 +333,33 @@ func (t *pieceTimings) add(name string, d time.Duration) {
 	}
 	pt.Calls++
 	pt.Total += d
+}
+
+type largestOutput struct {
+	mu    sync.Mutex
+	name  string
+	bytes int64
+}
+
+var largest = &largestOutput{}
+
+func (l *largestOutput) note(name string, n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n > l.bytes {
+		l.name, l.bytes = name, n
+	}
+}
+
+// LargestOutput is the piece whose one call returned the most bytes since the
+// last call (process-wide), and that size: the largest transient the step
+// holds at once besides what the pieces allocate inside. It resets the record.
+func LargestOutput() (piece string, bytes int64) {
+	largest.mu.Lock()
+	defer largest.mu.Unlock()
+	piece, bytes = largest.name, largest.bytes
+	largest.name, largest.bytes = "", 0
+	return piece, bytes
 }
 
 // PieceTimes returns the wall time spent in each kind of piece since the last

@@ -71,7 +71,7 @@ type ParallelConfig struct {
 // MemoryConfig is how activations are kept and how attention is blocked.
 type MemoryConfig struct {
 	Recompute  string `yaml:"recompute"`    // layer: keep only layer inputs, recompute the inside in backward; except_attention: also keep attention output and lse, recompute only projections and MLP
-	Offload    string `yaml:"offload"`      // none
+	Offload    string `yaml:"offload"`      // none | host (CPU backend: where activations already are) | disk: spill stored activations to RUN/offload, read back ahead of backward
 	AttnBlockQ int    `yaml:"attn_block_q"` // query block length of blockwise attention
 	AttnBlockK int    `yaml:"attn_block_k"` // key block length of blockwise attention
 }

@@ -33,6 +33,11 @@ type Config struct {
 
 	AttnBlockQ, AttnBlockK int
 	KeepAttention          bool // recompute: except_attention
+	// Offload is where stored activations wait for backward: "none" or "host"
+	// (memory: on the CPU backend host memory is where they are) or "disk"
+	// (spill files in OffloadDir, one folder per worker).
+	Offload    string
+	OffloadDir string
 
 	AdamW           optim.AdamWConfig
 	Schedule        optim.Schedule
@@ -66,6 +71,15 @@ func (c Config) Validate() error {
 	}
 	if c.AttnBlockQ < 1 || c.AttnBlockK < 1 {
 		errs = append(errs, fmt.Errorf("trainer: attention blocks must be >= 1, got %d x %d", c.AttnBlockQ, c.AttnBlockK))
+	}
+	switch c.Offload {
+	case "", "none", "host":
+	case "disk":
+		if c.OffloadDir == "" {
+			errs = append(errs, errors.New("trainer: offload disk needs a spill folder (OffloadDir)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("trainer: offload %q (none, host or disk)", c.Offload))
 	}
 	if c.GradAccum < 1 {
 		errs = append(errs, fmt.Errorf("trainer: grad_accum must be >= 1, got %d", c.GradAccum))

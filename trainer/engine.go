@@ -24,6 +24,8 @@ type Engine struct {
 	Params        *model.Params
 	Store         ActivationStore
 	KeepAttention bool
+
+	actPeak int64 // most bytes stored at once since ActivationPeak last reset it
 }
 
 // Attention is the attention schedule the engine hands each layer's q, k, v to:
@@ -134,6 +136,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		if err := e.Store.Put(l, saved); err != nil {
 			return 0, fmt.Errorf("trainer: store layer %d: %w", l, err)
 		}
+		e.actPeak = max(e.actPeak, e.Store.Bytes())
 		h = next
 	}
 	head, err := e.Pieces.HeadVJP(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, model.NewScalar(p.DType, scale))
@@ -152,6 +155,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		if err != nil {
 			return 0, fmt.Errorf("trainer: reload layer %d: %w", l, err)
 		}
+		e.actPeak = max(e.actPeak, e.Store.Bytes()+tensorBytes(saved))
 		if dh, err = e.layerBackward(ctx, l, saved, dh, bt, grads); err != nil {
 			return 0, fmt.Errorf("trainer: layer %d backward: %w", l, err)
 		}
@@ -200,6 +204,22 @@ func (e *Engine) layerBackward(ctx context.Context, l int, saved []*tensors.Tens
 	}
 	model.AddInto(post.H, pre.H) // the residual path and the attention path
 	return post.H, nil
+}
+
+// ActivationPeak is the most bytes the store held at once (with the layer being
+// worked on) since the last call, which resets it.
+func (e *Engine) ActivationPeak() int64 {
+	p := e.actPeak
+	e.actPeak = 0
+	return p
+}
+
+func tensorBytes(ts []*tensors.Tensor) int64 {
+	var n int64
+	for _, t := range ts {
+		n += t.ByteSize()
+	}
+	return n
 }
 
 // Loss is the forward alone: sum(weight*CE)*scale.

@@ -3,6 +3,8 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +32,18 @@ type StepStats struct {
 	BytesSent       int64   `json:"bytes_sent,omitempty"`        // sent to other workers
 	// Checkpoint is the checkpoint this step started writing (in the background), if any.
 	Checkpoint string `json:"checkpoint,omitempty"`
+	Memory     Memory `json:"memory"`
+}
+
+// Memory is what this worker holds, by component, in bytes.
+type Memory struct {
+	Weights     int64 `json:"weights"`
+	Grads       int64 `json:"grads"`
+	Optim       int64 `json:"optim"`
+	Activations int64 `json:"activations_peak"` // stored for backward, most at once (resident: not offloaded)
+	// The piece whose one call returned the most bytes in this step, and that size.
+	LargestPiece       string `json:"largest_piece"`
+	LargestPieceOutput int64  `json:"largest_piece_output"`
 }
 
 // Trainer owns one worker's model, optimizer and data, and runs steps.
@@ -80,6 +94,12 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	var store ActivationStore = NewKeepStore()
+	if c.Offload == "disk" {
+		if store, err = NewDiskStore(c.OffloadDir, params.Config.Layers); err != nil {
+			return nil, err
+		}
+	}
 	return &Trainer{
 		Config: c,
 		Params: params,
@@ -87,7 +107,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			Pieces:        pieces,
 			Params:        params,
 			Attn:          attn,
-			Store:         NewKeepStore(),
+			Store:         store,
 			KeepAttention: c.KeepAttention,
 		},
 		dist:        d,
@@ -179,10 +199,16 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	t.tokens += int64(targets)
 	secs := time.Since(start).Seconds()
 	wait1, sent1 := t.commCounters()
+	piece, pieceBytes := model.LargestOutput()
+	mem := Memory{
+		Weights: tensorBytes(slices.Collect(maps.Values(t.Params.T))), Grads: tensorBytes(slices.Collect(maps.Values(t.grads))),
+		Optim: t.opt.StateBytes(), Activations: t.Engine.ActivationPeak(),
+		LargestPiece: piece, LargestPieceOutput: pieceBytes,
+	}
 	return StepStats{
 		Step: t.step, Loss: loss, LR: lr, GradNorm: norm, Tokens: targets,
 		TokensPerS: float64(t.Config.GradAccum*t.dp()*t.Config.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
-		CommWaitSeconds: wait1 - wait0, BytesSent: sent1 - sent0,
+		CommWaitSeconds: wait1 - wait0, BytesSent: sent1 - sent0, Memory: mem,
 	}, nil
 }
 
@@ -237,6 +263,14 @@ func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err
 		return 0, 0, err
 	}
 	return loss, targets, nil
+}
+
+// Close removes what the trainer keeps on disk (offload spill files).
+func (t *Trainer) Close() error {
+	if c, ok := t.Engine.Store.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 // Grads are the gradients of the last Gradients or Step call, by parameter name.

@@ -115,10 +115,16 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out, from string, 
 	if err != nil {
 		return err
 	}
+	rank := 0
+	if d != nil {
+		rank = d.T.Rank()
+	}
+	cfg.OffloadDir = filepath.Join(out, "offload", fmt.Sprintf("rank-%02d", rank))
 	t, err := trainer.New(cfg, d)
 	if err != nil {
 		return err
 	}
+	defer t.Close()
 	if from != "" {
 		m, err := t.Resume(from)
 		if err != nil {
