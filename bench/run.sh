@@ -14,6 +14,7 @@
 #   BENCH_PAR_LENGTH=16384             sequence for 2 workers (one core each) vs 1 worker (two cores)
 #   BENCH_PAR_STEPS=3                  timed steps of that comparison
 #   BENCH_CKPT_LENGTH=1024             sequence of the checkpoint-cost comparison
+#   BENCH_OFFLOAD_LENGTH=16384         sequence of the offload comparison (16 layers)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOEXPERIMENT=${GOEXPERIMENT:-simd} GOFLAGS=${GOFLAGS:--buildvcs=false}
@@ -50,6 +51,16 @@ state() { # the machine's state, beside every figure
   ./bin/stepbench --mode parallel --seq-len "${BENCH_PAR_LENGTH:-16384}" --steps "${BENCH_PAR_STEPS:-3}" --warmup 1 --recompute "$recompute" \
     || echo '{"impl":"torus-parallel","status":"failed"}'
   state "after parallel"
+  echo "bench: offload none, host, disk: 16 layers, seq_len ${BENCH_OFFLOAD_LENGTH:-16384}" >&2
+  for o in none host disk; do
+    ./bin/stepbench --impl torus-offload --layers 16 --seq-len "${BENCH_OFFLOAD_LENGTH:-16384}" --steps 1 --warmup 1 \
+      --recompute "$recompute" --offload "$o" || printf '{"impl":"torus-offload","offload":"%s","status":"failed"}\n' "$o"
+  done
+  state "after offload"
+  echo "bench: one step at seq_len 65536 on 2 workers (ring, one core each, disk offload)" >&2
+  ./bin/stepbench --mode parallel --single=false --seq-len 65536 --steps 1 --warmup 0 --recompute "$recompute" --offload disk --memory-limit-mib 2560 \
+    || echo '{"impl":"torus-parallel","seq_len":65536,"status":"failed"}'
+  state "after 65536"
   echo "bench: checkpoints: a checkpoint every step vs none; write throughput" >&2
   ./bin/stepbench --mode ckpt --seq-len "${BENCH_CKPT_LENGTH:-1024}" --steps 4 --recompute "$recompute" \
     || echo '{"impl":"torus-ckpt","status":"failed"}'

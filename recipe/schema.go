@@ -72,6 +72,7 @@ type ParallelConfig struct {
 type MemoryConfig struct {
 	Recompute  string `yaml:"recompute"`    // layer: keep only layer inputs, recompute the inside in backward; except_attention: also keep attention output and lse, recompute only projections and MLP
 	Offload    string `yaml:"offload"`      // none | host (CPU backend: where activations already are) | disk: spill stored activations to RUN/offload, read back ahead of backward
+	LimitMiB   int    `yaml:"limit_mib"`    // soft limit on each worker's memory: the garbage collector works harder near it (0: none; Go's heap otherwise grows to about twice what is live)
 	AttnBlockQ int    `yaml:"attn_block_q"` // query block length of blockwise attention
 	AttnBlockK int    `yaml:"attn_block_k"` // key block length of blockwise attention
 }

@@ -38,6 +38,10 @@ type Config struct {
 	// (spill files in OffloadDir, one folder per worker).
 	Offload    string
 	OffloadDir string
+	// MemoryLimit is a soft limit on the process's memory (Go's
+	// debug.SetMemoryLimit): the garbage collector works harder as the heap
+	// nears it instead of letting garbage grow to the live size again. 0: none.
+	MemoryLimit int64
 
 	AdamW           optim.AdamWConfig
 	Schedule        optim.Schedule

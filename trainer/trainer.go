@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -73,6 +74,9 @@ type Trainer struct {
 func New(c Config, d *Dist) (*Trainer, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	if c.MemoryLimit > 0 {
+		debug.SetMemoryLimit(c.MemoryLimit)
 	}
 	backend, err := NewBackend(c.Backend)
 	if err != nil {

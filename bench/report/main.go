@@ -37,6 +37,7 @@ func main() {
 	torus, torch := map[int]row{}, map[int]row{}
 	var par []parRow
 	var ckpts []ckptRow
+	var offloads []offloadRow
 	var peakTorus, peakTorch float64
 	var machine []row
 	sc := bufio.NewScanner(os.Stdin)
@@ -44,6 +45,13 @@ func main() {
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		if strings.Contains(line, `"impl":"torus-offload"`) {
+			var o offloadRow
+			if err := json.Unmarshal([]byte(line), &o); err == nil {
+				offloads = append(offloads, o)
+			}
 			continue
 		}
 		if strings.Contains(line, `"impl":"torus-ckpt"`) {
@@ -142,12 +150,40 @@ func main() {
 		}
 	}
 	for _, p := range par {
-		fmt.Printf("\n\nSequence parallelism, seq_len %d (ring, recompute %s): 1 worker on 2 cores %.2f s/step; 2 workers on one core each %.2f s/step; ratio %.2fx\n",
-			p.SeqLen, p.Recompute, p.One, p.Two, p.Ratio)
+		if p.One > 0 {
+			fmt.Printf("\n\nSequence parallelism, seq_len %d (ring, recompute %s, offload %s): 1 worker on 2 cores %.2f s/step; 2 workers on one core each %.2f s/step; ratio %.2fx\n",
+				p.SeqLen, p.Recompute, p.Offload, p.One, p.Two, p.Ratio)
+		} else {
+			fmt.Printf("\n\nSequence parallelism, seq_len %d (ring, recompute %s, offload %s): 2 workers on one core each %.2f s/step\n",
+				p.SeqLen, p.Recompute, p.Offload, p.Two)
+		}
 		fmt.Println("| rank | s/step | blocked on communication | bytes sent/step | predicted from the model's shape | peak RSS |")
 		fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, w := range p.Workers {
 			fmt.Printf("| %d | %.3f | %.1f%% | %d | %d | %.0f MiB |\n", w.Rank, w.Median, 100*w.WaitShare, w.Sent, w.Predicted, mib(w.PeakRSS))
+		}
+	}
+	var none *offloadRow
+	for i, o := range offloads {
+		if o.Offload == "none" && o.Status == "ok" {
+			none = &offloads[i]
+		}
+	}
+	if len(offloads) > 0 {
+		fmt.Printf("\n\nActivation offload, 16 layers, seq_len %d, one worker (targets for disk: peak RSS below none's by >= 80%% of the stored bytes; step <= 1.10x none's)\n", offloads[0].SeqLen)
+		fmt.Println("| offload | stored-activation bytes resident (most at once) | peak RSS | RSS below none / none's stored bytes | s/step | step vs none |")
+		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: |")
+		for _, o := range offloads {
+			if o.Status != "ok" {
+				fmt.Printf("| %s | %s | | | | |\n", o.Offload, o.Status)
+				continue
+			}
+			saving, ratio := "n/a", "n/a"
+			if none != nil && none.Memory.Activations > 0 {
+				saving = fmt.Sprintf("%.0f%%", 100*float64(none.PeakRSS-o.PeakRSS)/float64(none.Memory.Activations))
+				ratio = fmt.Sprintf("%.3fx", o.Median/none.Median)
+			}
+			fmt.Printf("| %s | %.0f MiB | %.0f MiB | %s | %.2f | %s |\n", o.Offload, mib(o.Memory.Activations), mib(o.PeakRSS), saving, o.Median, ratio)
 		}
 	}
 	for _, c := range ckpts {
@@ -167,6 +203,7 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 type parRow struct {
 	SeqLen    int     `json:"seq_len"`
+	Offload   string  `json:"offload"`
 	Recompute string  `json:"recompute"`
 	One       float64 `json:"one_worker_two_cores_s"`
 	Two       float64 `json:"two_workers_one_core_each_s"`
@@ -191,4 +228,15 @@ type ckptRow struct {
 	SaveBps   float64   `json:"save_bytes_per_s"`
 	PlainBps  float64   `json:"plain_write_bytes_per_s"`
 	TputRatio float64   `json:"throughput_ratio"`
+}
+
+type offloadRow struct {
+	SeqLen  int     `json:"seq_len"`
+	Offload string  `json:"offload"`
+	Status  string  `json:"status"`
+	Median  float64 `json:"step_seconds_median"`
+	PeakRSS int64   `json:"peak_rss_bytes"`
+	Memory  struct {
+		Activations int64 `json:"activations_peak"`
+	} `json:"memory"`
 }

@@ -37,14 +37,19 @@ func main() {
 		rank    = flag.Int("rank", 0, "worker mode: this worker's rank")
 		result  = flag.String("result", "", "worker mode: where to write this worker's JSON result")
 		wprocs  = flag.Int("worker-procs", 2, "parallel mode: GOMAXPROCS of each (single-core) worker")
+		single  = flag.Bool("single", true, "parallel mode: also time 1 worker on both cores, for the ratio")
 		cores   = flag.String("cores", "0,1", "parallel mode: the core each rank is pinned to")
 		recomp  = flag.String("recompute", "layer", "memory.recompute: layer | except_attention")
+		memLim  = flag.Int("memory-limit-mib", 0, "memory.limit_mib: soft memory limit of each process (0: none)")
+		impl    = flag.String("impl", "torus", "step mode: the impl field of the JSON line (torus-offload for the offload comparison)")
+		offload = flag.String("offload", "none", "memory.offload: none | host | disk (spill files in a folder under the current directory)")
 	)
 	flag.Parse()
+	offloadMode, implName, memoryLimitMiB = *offload, *impl, *memLim
 	var err error
 	switch *mode {
 	case "parallel":
-		err = runParallel(*wprocs, *cores, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+		err = runParallel(*wprocs, *cores, *single, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	case "ckpt":
 		err = runCkpt(*recomp, *seqLen, 6, *steps, *blockQ, *blockK, *layers, *ckptDir)
 	case "worker":
@@ -75,8 +80,11 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 	if err != nil {
 		return err
 	}
+	defer t.Close()
+	var mem trainer.Memory
 	step := func() (float64, error) {
 		st, err := t.Step(context.Background())
+		mem = st.Memory
 		return st.StepSeconds, err
 	}
 	for range warmup {
@@ -112,9 +120,10 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 	}
 	fmt.Fprintf(os.Stderr, "stepbench: outside pieces %.3f s/step of %.3f\n", med-inPieces/float64(steps), med)
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
-		"impl": "torus", "seq_len": seqLen, "recompute": recompute, "layers": layers, "block_q": blockQ, "block_k": blockK,
+		"impl": implName, "seq_len": seqLen, "recompute": recompute, "layers": layers, "block_q": blockQ, "block_k": blockK,
 		"step_seconds_median": med, "step_seconds_all": times, "tokens_per_s": float64(seqLen) / med,
 		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": StepFLOPs(cfg.Model, seqLen), "status": "ok",
+		"offload": cfg.Offload, "memory": mem,
 	})
 }
 
@@ -156,9 +165,23 @@ func benchConfig(recompute string, seqLen, steps, warmup, blockQ, blockK, layers
 		Schedule:      optim.Schedule{LR: 3e-4, Steps: steps + warmup, Decay: "cosine", MinLRRatio: 0.1},
 		MaxGradNorm:   1,
 		GradAccum:     1,
+		Offload:       offloadMode,
+		MemoryLimit:   int64(memoryLimitMiB) << 20,
+	}
+	if offloadMode == "disk" { // on this disk, not /tmp (which may be memory)
+		spill, err := os.MkdirTemp(".", "stepbench-offload-")
+		if err != nil {
+			cleanup()
+			return trainer.Config{}, nil, err
+		}
+		cfg.OffloadDir = spill
+		cleanup = func() { os.RemoveAll(dir); os.RemoveAll(spill) }
 	}
 	return cfg, cleanup, nil
 }
+
+// offloadMode is --offload, for every config benchConfig makes; implName is --impl.
+var offloadMode, implName, memoryLimitMiB = "none", "torus", 0
 
 func median(x []float64) float64 {
 	s := slices.Clone(x)

@@ -27,6 +27,7 @@ type workerResult struct {
 	WaitKinds   []map[string]float64 `json:"wait_kinds"`   // the same, by what it waited for
 	BytesSent   []int64              `json:"bytes_sent"`   // per step
 	PeakRSS     int64                `json:"peak_rss_bytes"`
+	Memory      trainer.Memory       `json:"memory"` // of the last step
 }
 
 // runWorker is one rank of a 2-worker job: it listens, learns its peer from the
@@ -81,6 +82,7 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 			}
 			res.WaitKinds = append(res.WaitKinds, kinds)
 			res.BytesSent = append(res.BytesSent, tr.Stats().BytesSent-sent0)
+			res.Memory = st.Memory
 		}
 	}
 	res.PeakRSS = trainer.PeakRSS()
@@ -115,7 +117,7 @@ func predictedBytes(c model.Config, seqLen, sp, rank int, keepAttention bool, nP
 
 // runParallel: the same sequence with 1 worker on both cores, then 2 workers
 // pinned to one core each, side by side in one run.
-func runParallel(workerProcs int, cores string, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
+func runParallel(workerProcs int, cores string, single bool, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -126,17 +128,19 @@ func runParallel(workerProcs int, cores string, recompute string, seqLen, steps,
 	}
 	args := []string{"--recompute", recompute, "--seq-len", strconv.Itoa(seqLen), "--steps", strconv.Itoa(steps),
 		"--warmup", strconv.Itoa(warmup), "--block-q", strconv.Itoa(blockQ), "--block-k", strconv.Itoa(blockK),
-		"--layers", strconv.Itoa(layers)}
-	fmt.Fprintf(os.Stderr, "stepbench: 1 worker, 2 cores, seq_len %d\n", seqLen)
-	one, err := exec.Command(self, append([]string{"--mode", "step"}, args...)...).Output()
-	if err != nil {
-		return fmt.Errorf("1 worker: %w", err)
-	}
-	var single struct {
+		"--layers", strconv.Itoa(layers), "--offload", offloadMode, "--memory-limit-mib", strconv.Itoa(memoryLimitMiB)}
+	var one struct {
 		Median float64 `json:"step_seconds_median"`
 	}
-	if err := json.Unmarshal(one, &single); err != nil {
-		return fmt.Errorf("1 worker: %w (%s)", err, one)
+	if single {
+		fmt.Fprintf(os.Stderr, "stepbench: 1 worker, 2 cores, seq_len %d\n", seqLen)
+		out, err := exec.Command(self, append([]string{"--mode", "step"}, args...)...).Output()
+		if err != nil {
+			return fmt.Errorf("1 worker: %w", err)
+		}
+		if err := json.Unmarshal(out, &one); err != nil {
+			return fmt.Errorf("1 worker: %w (%s)", err, out)
+		}
 	}
 	dir, err := os.MkdirTemp("", "stepbench-par")
 	if err != nil {
@@ -172,7 +176,7 @@ func runParallel(workerProcs int, cores string, recompute string, seqLen, steps,
 		return err
 	}
 	out := map[string]any{"impl": "torus-parallel", "seq_len": seqLen, "recompute": recompute, "cores": cores,
-		"one_worker_two_cores_s": single.Median}
+		"offload": offloadMode, "memory_limit_mib": memoryLimitMiB, "one_worker_two_cores_s": one.Median}
 	var workers []map[string]any
 	var slowest float64
 	for r := range 2 {
@@ -199,10 +203,13 @@ func runParallel(workerProcs int, cores string, recompute string, seqLen, steps,
 			"bytes_sent_per_step": w.BytesSent[len(w.BytesSent)-1],
 			"bytes_predicted":     predictedBytes(cfg.Model, seqLen, 2, r, cfg.KeepAttention, p.NumParams()),
 			"peak_rss_bytes":      w.PeakRSS,
+			"memory":              w.Memory,
 		})
 	}
 	out["workers"] = workers
 	out["two_workers_one_core_each_s"] = slowest
-	out["ratio_two_over_one"] = slowest / single.Median
+	if single {
+		out["ratio_two_over_one"] = slowest / one.Median
+	}
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
