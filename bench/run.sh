@@ -27,6 +27,8 @@ out="bench/results/$(date -u +%Y%m%d-%H%M%S).jsonl"
 bash bench/torch/install.sh >&2 || { echo "bench: could not install python3-torch" >&2; exit 1; }
 go build -o bin/stepbench ./bench/stepbench || exit 1
 go build -o bin/benchreport ./bench/report || exit 1
+go build -o bin/torus ./cmd/torus || exit 1
+go build -o bin/planbench ./bench/plan || exit 1
 
 state() { # the machine's state, beside every figure
   printf '{"impl":"machine","when":"%s","phase":"%s","nproc":%s,"loadavg":"%s","mem_available_kib":%s,"cpu":"%s"}\n' \
@@ -61,6 +63,9 @@ state() { # the machine's state, beside every figure
   ./bin/stepbench --mode parallel --single=false --seq-len 65536 --steps 1 --warmup 0 --recompute "$recompute" --offload disk --memory-limit-mib 2560 \
     || echo '{"impl":"torus-parallel","seq_len":65536,"status":"failed"}'
   state "after 65536"
+  echo "bench: torus plan's predicted peaks against measured (bench/plan; table on stderr)" >&2
+  ./bin/planbench --torus bin/torus --json "bench/results/plan-$(date -u +%Y%m%d-%H%M%S).jsonl" >&2 \
+    || echo '{"impl":"torus-plan","status":"failed"}'
   echo "bench: checkpoints: a checkpoint every step vs none; write throughput" >&2
   ./bin/stepbench --mode ckpt --seq-len "${BENCH_CKPT_LENGTH:-1024}" --steps 4 --recompute "$recompute" \
     || echo '{"impl":"torus-ckpt","status":"failed"}'

@@ -17,7 +17,7 @@ const module = "github.com/torusml/torus/"
 // whatever these reach, and on nothing else of ours.
 var allowed = map[string][]string{
 	"cmd/torus":       {"internal/cli"},
-	"internal/cli":    {"launch", "trainer", "eval", "checkpoint", "recipe", "data", "model", "optim"},
+	"internal/cli":    {"launch", "trainer", "eval", "checkpoint", "recipe", "data", "model", "optim", "plan"},
 	"trainer":         {"model", "parallel", "data", "optim", "checkpoint"},
 	"launch":          {"parallel"},
 	"eval":            {"model", "data", "trainer", "checkpoint"},
@@ -27,9 +27,11 @@ var allowed = map[string][]string{
 	"data":            {},
 	"optim":           {},
 	"recipe":          {},
+	"plan":            {"model", "optim"},
 	"bench/report":    {},
 	"internal/e2e":    {},
 	"bench/stepbench": {"trainer", "model", "data", "optim", "parallel", "launch"},
+	"bench/plan":      {"plan", "model"},
 }
 
 func closure(pkg string, seen map[string]bool) {

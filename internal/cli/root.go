@@ -35,6 +35,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newTrainCmd(), newRecipeCmd(), newCkptCmd(), newExportCmd(), newWorkerCmd())
+	root.AddCommand(newTrainCmd(), newRecipeCmd(), newCkptCmd(), newExportCmd(), newWorkerCmd(), newPlanCmd())
 	return root
 }
