@@ -19,18 +19,7 @@ func TestWriterStreams(t *testing.T) {
 	if err := w.Wait(); err != nil { // nothing in flight
 		t.Fatal(err)
 	}
-	for step := 1; step <= 5; step++ {
-		if err := w.Submit(snapshot(t, tinyConfig, step)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	infos, err := checkpoint.List(ckpt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	infos := submitAll(t, w, ckpt, 1, 2, 3, 4, 5)
 	if got, want := names(infos), []string{"step-000001", "step-000002", "step-000003", "step-000004", "step-000005"}; !slices.Equal(got, want) {
 		t.Fatalf("List = %v, want %v", got, want)
 	}
@@ -107,18 +96,7 @@ func TestRetention(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, step := range c.steps {
-				if err := w.Submit(snapshot(t, tinyConfig, step)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := w.Wait(); err != nil {
-				t.Fatal(err)
-			}
-			infos, err := checkpoint.List(ckpt)
-			if err != nil {
-				t.Fatal(err)
-			}
+			infos := submitAll(t, w, ckpt, c.steps...)
 			var got []int
 			for _, in := range infos {
 				got = append(got, in.Step)
@@ -230,4 +208,22 @@ func TestSetAside(t *testing.T) {
 	if moved, err := checkpoint.SetAside(ckptDir, 4); err != nil || moved != nil {
 		t.Fatalf("nothing past step 4: moved %v, %v", moved, err)
 	}
+}
+
+// submitAll streams a checkpoint of each step through w, waits, and lists ckpt.
+func submitAll(t *testing.T, w *checkpoint.Writer, ckpt string, steps ...int) []checkpoint.Info {
+	t.Helper()
+	for _, step := range steps {
+		if err := w.Submit(snapshot(t, tinyConfig, step)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := checkpoint.List(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return infos
 }

@@ -145,20 +145,13 @@ func runCkpt(recompute string, seqLen, rounds, block, blockQ, blockK, layers int
 	})
 }
 
+// dirBytes is the size of a saved checkpoint, its manifest included.
 func dirBytes(dir string) (int64, error) {
-	es, err := os.ReadDir(dir)
+	c, err := checkpoint.Open(dir)
 	if err != nil {
 		return 0, err
 	}
-	var n int64
-	for _, e := range es {
-		fi, err := e.Info()
-		if err != nil {
-			return 0, err
-		}
-		n += fi.Size()
-	}
-	return n, nil
+	return c.Bytes(), nil
 }
 
 // plainWrite writes n bytes to path in 1 MiB writes, fsyncs and closes it: the

@@ -55,11 +55,7 @@ func newCkptCmd() *cobra.Command {
 			if err := c.Verify(); err != nil {
 				return err
 			}
-			var n int64
-			for _, f := range c.Manifest.Files {
-				n += f.Bytes
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: %d files, %s, every checksum holds\n", dir, len(c.Manifest.Files), bytesHuman(n))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: %d files, %s, every checksum holds\n", dir, len(c.Manifest.Files), bytesHuman(c.Bytes()))
 			return nil
 		},
 	})
