@@ -23,7 +23,7 @@ func TestDecodeErrors(t *testing.T) {
 			`recipe.yaml:5: data.sources.0: unknown key "feild" (did you mean "field"?)`},
 		{"key in the wrong section", base + "optim:\n  steps: 10\n",
 			`recipe.yaml:6: optim: unknown key "steps" (did you mean "schedule.steps"?)`},
-		{"unknown key, no suggestion", base + "lora: {rank: 8}\n", `recipe.yaml:5: unknown key "lora"`},
+		{"unknown key, no suggestion", base + "zzzq: {rank: 8}\n", `recipe.yaml:5: unknown key "zzzq"`},
 		{"string for an int", base + "model:\n  layers: two\n",
 			`recipe.yaml:6: model.layers: must be an integer, got string "two"`},
 		{"fraction for an int", "data: {seq_len: 1.5}\n",

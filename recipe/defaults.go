@@ -20,6 +20,13 @@ func Default() Recipe {
 			NormEps:   1e-5,
 			DType:     "float32",
 			InitStd:   0.02,
+			RopeScaling: RopeScalingConfig{
+				Type:           "none",
+				LowFreqFactor:  1,
+				HighFreqFactor: 4,
+				BetaFast:       32,
+				BetaSlow:       1,
+			},
 		},
 		Data: DataConfig{
 			Tokenizer:  "byte",
@@ -49,6 +56,7 @@ func Default() Recipe {
 			MinLRRatio:  0.1,
 			GradAccum:   1,
 		},
+		LoRA:       LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}},
 		Checkpoint: CheckpointConfig{EverySteps: 100, KeepLast: 2},
 		Log:        LogConfig{Every: 10, Progress: "auto"},
 	}

@@ -82,6 +82,11 @@ func (e encoder) node(v reflect.Value, key string) *yaml.Node {
 				continue
 			}
 			child := join(key, k)
+			if child == "lora" && v.Field(i).FieldByName("Rank").Int() == 0 {
+				// No adapters: the section is left out, since writing it (even
+				// rank: 0) means asking for adapters.
+				continue
+			}
 			kn := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: k}
 			vn := e.node(v.Field(i), child)
 			if vn.Kind == yaml.ScalarNode || vn.Style&yaml.FlowStyle != 0 {

@@ -47,7 +47,9 @@ func TestDefault(t *testing.T) {
 		Model: recipe.ModelConfig{
 			Vocab: 256, Dim: 256, Layers: 4, Heads: 8, KVHeads: 4, HeadDim: 0, MLPDim: 688,
 			RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: false, DType: "float32", InitStd: 0.02,
+			RopeScaling: recipe.RopeScalingConfig{Type: "none", LowFreqFactor: 1, HighFreqFactor: 4, BetaFast: 32, BetaSlow: 1},
 		},
+		LoRA:     recipe.LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}},
 		Data:     recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true, Interleave: 8},
 		Parallel: recipe.ParallelConfig{Workers: 1, DP: 1, Strategy: "ring"},
 		Memory:   recipe.MemoryConfig{Recompute: "layer", Offload: "none", AttnBlockQ: 256, AttnBlockK: 256},

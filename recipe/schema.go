@@ -12,6 +12,8 @@ type Recipe struct {
 	Memory     MemoryConfig     `yaml:"memory"`
 	Optim      OptimConfig      `yaml:"optim"`
 	Schedule   ScheduleConfig   `yaml:"schedule"`
+	Attention  AttentionConfig  `yaml:"attention"`
+	LoRA       LoRAConfig       `yaml:"lora"`
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 	Log        LogConfig        `yaml:"log"`
 
@@ -36,6 +38,40 @@ type ModelConfig struct {
 	TieEmbeddings bool    `yaml:"tie_embeddings"`
 	DType         string  `yaml:"dtype"`    // float32 | float64
 	InitStd       float64 `yaml:"init_std"` // standard deviation of the initial weights
+	// RopeScaling stretches RoPE to longer contexts, as Hugging Face's
+	// rope_scaling; with from, it replaces the folder's.
+	RopeScaling RopeScalingConfig `yaml:"rope_scaling"`
+}
+
+// RopeScalingConfig is Hugging Face's rope_scaling. Type none leaves RoPE as trained.
+type RopeScalingConfig struct {
+	Type                 string  `yaml:"type"`                             // none | linear (position interpolation) | dynamic (NTK) | yarn | llama3
+	Factor               float64 `yaml:"factor"`                           // context growth, > 1 (linear, dynamic, yarn, llama3)
+	OriginalMaxPositions int     `yaml:"original_max_position_embeddings"` // the context the model was trained at (dynamic, yarn, llama3; 0: model.max_positions or data.seq_len / factor)
+	LowFreqFactor        float64 `yaml:"low_freq_factor"`                  // llama3
+	HighFreqFactor       float64 `yaml:"high_freq_factor"`                 // llama3
+	BetaFast             float64 `yaml:"beta_fast"`                        // yarn
+	BetaSlow             float64 `yaml:"beta_slow"`                        // yarn
+	AttentionFactor      float64 `yaml:"attention_factor"`                 // yarn: 0 means 0.1*ln(factor)+1
+}
+
+// AttentionConfig is how attention is restricted during training.
+type AttentionConfig struct {
+	// ShiftGroups is LongLoRA's shifted sparse attention: during training each
+	// token attends only within its group of G positions of its document, half
+	// of the heads with the groups shifted by G/2. 0: full attention. Evaluation
+	// and generation always use full attention.
+	ShiftGroups int `yaml:"shift_groups"`
+}
+
+// LoRAConfig freezes the base weights and trains low-rank adapters
+// W + (alpha/rank) B A on the targeted projections.
+type LoRAConfig struct {
+	Rank      int      `yaml:"rank"`      // 0: no adapters, every weight trains
+	Alpha     float64  `yaml:"alpha"`     // the adapters' scale is alpha/rank
+	Dropout   float64  `yaml:"dropout"`   // dropout on the adapters' input, in [0, 1)
+	Targets   []string `yaml:"targets"`   // any of q, k, v, o, gate, up, down
+	Trainable []string `yaml:"trainable"` // base weights that train anyway: embed, norm (LongLoRA needs both to extend the context)
 }
 
 // DataConfig is where tokens come from and how they are packed.
@@ -48,16 +84,22 @@ type DataConfig struct {
 	// come from different documents, so long documents do not fill whole stretches
 	// of training with one source. 1: documents strictly one after another.
 	Interleave int `yaml:"interleave"`
+	// Heldout is how many documents (chosen by the seed) are set aside from
+	// training for torus eval --task ppl. 0: none.
+	Heldout int `yaml:"heldout"`
 }
 
 // SourceConfig is one data source.
 type SourceConfig struct {
-	Type    string   `yaml:"type"`    // text_dir | text_file | jsonl
+	Type    string   `yaml:"type"`    // text_dir | text_file | jsonl | sft (JSONL of prompt/response or messages: loss on responses only) | passkey (synthetic retrieval samples)
 	Path    string   `yaml:"path"`    // $VARS are expanded; $GOROOT falls back to `go env GOROOT`
 	Include []string `yaml:"include"` // text_dir: file-name globs (default: all files)
 	Exclude []string `yaml:"exclude"` // text_dir: directory-name globs skipped at any depth (testdata and hidden ones always are)
 	DocPer  string   `yaml:"doc_per"` // text_dir: file | directory (the files of each directory concatenated)
 	Field   string   `yaml:"field"`   // jsonl: the text field (default "text")
+	Count   int      `yaml:"count"`   // passkey: how many samples
+	MinLen  int      `yaml:"min_len"` // passkey: shortest sample in tokens (0: data.seq_len)
+	MaxLen  int      `yaml:"max_len"` // passkey: longest sample in tokens (0: data.seq_len)
 }
 
 // ParallelConfig is the worker layout: workers = dp x sp.

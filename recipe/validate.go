@@ -49,6 +49,7 @@ func (r Recipe) Validate() error {
 	}
 	c.oneOf("model.dtype", m.DType, "float32", "float64")
 	c.positive("model.init_std", m.InitStd)
+	c.ropeScaling(m.RopeScaling)
 
 	d := r.Data
 	if len(d.Sources) == 0 {
@@ -56,8 +57,22 @@ func (r Recipe) Validate() error {
 	}
 	for i, s := range d.Sources {
 		key := "data.sources." + strconv.Itoa(i)
-		c.oneOf(key+".type", s.Type, "text_dir", "text_file", "jsonl")
-		if s.Path == "" {
+		c.oneOf(key+".type", s.Type, "text_dir", "text_file", "jsonl", "sft", "passkey")
+		if s.Type == "passkey" {
+			c.atLeast(key+".count", s.Count, 1)
+			c.atLeast(key+".min_len", s.MinLen, 0)
+			c.atLeast(key+".max_len", s.MaxLen, 0)
+			lo, hi := s.MinLen, s.MaxLen
+			if lo == 0 {
+				lo = d.SeqLen
+			}
+			if hi == 0 {
+				hi = d.SeqLen
+			}
+			if lo > hi {
+				c.addFirst([]string{key + ".min_len", key + ".max_len"}, "min_len (%d) must not exceed max_len (%d)", lo, hi)
+			}
+		} else if s.Path == "" {
 			c.add(key+".path", "must not be empty")
 		}
 		if s.Type == "text_dir" || s.DocPer != "" {
@@ -80,6 +95,7 @@ func (r Recipe) Validate() error {
 	c.oneOf("data.tokenizer", d.Tokenizer, "byte")
 	c.atLeast("data.seq_len", d.SeqLen, 2) // one input and one target token
 	c.atLeast("data.interleave", d.Interleave, 1)
+	c.atLeast("data.heldout", d.Heldout, 0)
 
 	pc := r.Parallel
 	c.atLeast("parallel.workers", pc.Workers, 1)
@@ -127,6 +143,11 @@ func (r Recipe) Validate() error {
 	}
 	c.atLeast("schedule.grad_accum", s.GradAccum, 1)
 
+	if g := r.Attention.ShiftGroups; g != 0 && (g < 2 || g%2 != 0) {
+		c.add("attention.shift_groups", "must be 0 (full attention) or an even group size >= 2, got %d", g)
+	}
+	c.lora(r.LoRA)
+
 	c.atLeast("checkpoint.every_steps", r.Checkpoint.EverySteps, 0)
 	c.atLeast("checkpoint.keep_last", r.Checkpoint.KeepLast, 0)
 	c.atLeast("checkpoint.keep_every", r.Checkpoint.KeepEvery, 0)
@@ -135,6 +156,90 @@ func (r Recipe) Validate() error {
 	c.oneOf("log.progress", r.Log.Progress, "auto", "bar", "plain", "none")
 
 	return c.probs.err()
+}
+
+// LoRATargets are the projections lora.targets may name, and the base weights
+// lora.trainable may.
+var (
+	LoRATargets   = []string{"q", "k", "v", "o", "gate", "up", "down"}
+	LoRATrainable = []string{"embed", "norm"}
+)
+
+func (c *checker) lora(l LoRAConfig) {
+	if l.Rank == 0 {
+		if _, ok := c.r.origins["lora.rank"]; ok {
+			c.add("lora.rank", "must be >= 1 (leave lora out to train every weight), got 0")
+			return
+		}
+		for k := range c.r.origins {
+			if strings.HasPrefix(k, "lora.") {
+				c.add("lora.rank", "must be set (>= 1) to use the other lora keys (%s is set)", k)
+				return
+			}
+		}
+		return
+	}
+	c.atLeast("lora.rank", l.Rank, 1)
+	c.positive("lora.alpha", l.Alpha)
+	if !(l.Dropout >= 0 && l.Dropout < 1) {
+		c.add("lora.dropout", "must be in [0, 1), got %v", l.Dropout)
+	}
+	if len(l.Targets) == 0 {
+		c.add("lora.targets", "must name at least one of %s", strings.Join(LoRATargets, ", "))
+	}
+	c.names("lora.targets", l.Targets, LoRATargets)
+	c.names("lora.trainable", l.Trainable, LoRATrainable)
+}
+
+// names checks that every element of a list is one of allowed, once.
+func (c *checker) names(key string, got, allowed []string) {
+	seen := map[string]bool{}
+	for i, g := range got {
+		k := key + "." + strconv.Itoa(i)
+		if seen[g] {
+			c.add(k, "%q is named twice", g)
+		}
+		seen[g] = true
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == g
+		}
+		if !ok {
+			msg := fmt.Sprintf("there is no %q: must be one of %s", g, strings.Join(allowed, ", "))
+			if s := closest(g, allowed); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			c.add(k, "%s", msg)
+		}
+	}
+}
+
+// RopeScalingTypes are the rope_scaling types torus knows, as Hugging Face names them.
+var RopeScalingTypes = []string{"none", "linear", "dynamic", "yarn", "llama3"}
+
+func (c *checker) ropeScaling(s RopeScalingConfig) {
+	const k = "model.rope_scaling."
+	c.oneOf(k+"type", s.Type, RopeScalingTypes...)
+	if s.Type == "none" || s.Type == "" {
+		return
+	}
+	if c.finite(k+"factor", s.Factor) && !(s.Factor >= 1) {
+		c.add(k+"factor", "must be >= 1 (how many times longer the context gets), got %v", s.Factor)
+	}
+	c.atLeast(k+"original_max_position_embeddings", s.OriginalMaxPositions, 0)
+	switch s.Type {
+	case "llama3":
+		c.positive(k+"low_freq_factor", s.LowFreqFactor)
+		if !(s.HighFreqFactor > s.LowFreqFactor) {
+			c.add(k+"high_freq_factor", "must be > low_freq_factor (%v), got %v", s.LowFreqFactor, s.HighFreqFactor)
+		}
+	case "yarn":
+		c.positive(k+"beta_slow", s.BetaSlow)
+		if !(s.BetaFast > s.BetaSlow) {
+			c.add(k+"beta_fast", "must be > beta_slow (%v), got %v", s.BetaSlow, s.BetaFast)
+		}
+		c.nonNegative(k+"attention_factor", s.AttentionFactor)
+	}
 }
 
 // checker collects the problems of one Validate.
