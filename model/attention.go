@@ -43,10 +43,15 @@ const maskFill = -1e30
 
 // maskBias: [Bq, Bk], 0 where visible, maskFill elsewhere.
 func maskBias(dtype dtypes.DType, qpos, kpos, qdoc, kdoc *Node) *Node {
+	g := qpos.Graph()
+	return Where(visible(qpos, kpos, qdoc, kdoc), ScalarZero(g, dtype), Scalar(g, dtype, maskFill))
+}
+
+// visible: [Bq, Bk] bool, whether each key is in the query's document and not after it.
+func visible(qpos, kpos, qdoc, kdoc *Node) *Node {
 	sameDoc := Equal(ExpandAxes(qdoc, 1), ExpandAxes(kdoc, 0))
 	causal := LessOrEqual(ExpandAxes(kpos, 0), ExpandAxes(qpos, 1))
-	g := qpos.Graph()
-	return Where(LogicalAnd(sameDoc, causal), ScalarZero(g, dtype), Scalar(g, dtype, maskFill))
+	return LogicalAnd(sameDoc, causal)
 }
 
 // headMajorQ: [Bq, H, Dh] -> [KH, G*Bq, Dh].
@@ -64,13 +69,17 @@ func scale(c Config) float64 { return 1 / math.Sqrt(float64(c.HeadDimension())) 
 
 // scores: head-major qh [KH, G*Bq, Dh] (already multiplied by scale: a pass over
 // the small q rather than the large scores), kh [KH, Bk, Dh] and an optional
-// bias [Bq, Bk] -> masked scores [KH, G, Bq, Bk].
+// bias, [Bq, Bk] for every head or [KH, G, Bq, Bk] per head (shifted sparse
+// attention, s2attn.go) -> masked scores [KH, G, Bq, Bk].
 func scores(c Config, qh, kh, bias *Node) *Node {
 	bq, bk := qh.Shape().Dimensions[1]/(c.Heads/c.KVHeads), kh.Shape().Dimensions[1]
 	s := DotGeneral(qh, []int{2}, []int{0}, kh, []int{2}, []int{0}) // [KH, G*Bq, Bk]
 	s = Reshape(s, c.KVHeads, c.Heads/c.KVHeads, bq, bk)
 	if bias != nil {
-		s = Add(s, ExpandAxes(bias, 0, 1))
+		if bias.Rank() == 2 {
+			bias = ExpandAxes(bias, 0, 1)
+		}
+		s = Add(s, bias)
 	}
 	return s
 }

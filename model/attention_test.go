@@ -38,7 +38,7 @@ func randTensor(rng *rand.Rand, dtype dtypes.DType, scale float64, dims ...int) 
 
 // naiveAttention is the reference: scores for every (query, key) pair, an explicit
 // [L, L] mask, a full softmax, kv heads repeated to the query heads.
-// q [L, H, Dh], k, v [L, KH, Dh], mask [L, L] bool -> o [L, H*Dh].
+// q [L, H, Dh], k, v [L, KH, Dh], mask [L, L] bool (or [H, L, L], one per head) -> o [L, H*Dh].
 func naiveAttention(q, k, v, mask *Node, heads, kvHeads int) *Node {
 	L, hd := q.Shape().Dimensions[0], q.Shape().Dimensions[2]
 	g := heads / kvHeads
@@ -49,7 +49,11 @@ func naiveAttention(q, k, v, mask *Node, heads, kvHeads int) *Node {
 		vh := Slice(v, AxisRange(), AxisRange(h/g, h/g+1), AxisRange())
 		qh, kh, vh = Reshape(qh, L, hd), Reshape(kh, L, hd), Reshape(vh, L, hd)
 		s := MulScalar(Einsum("id,jd->ij", qh, kh), 1/math.Sqrt(float64(hd)))
-		s = Where(mask, s, Scalar(s.Graph(), s.DType(), -1e300))
+		m := mask
+		if mask.Rank() == 3 {
+			m = Reshape(Slice(mask, AxisRange(h, h+1), AxisRange(), AxisRange()), L, L)
+		}
+		s = Where(m, s, Scalar(s.Graph(), s.DType(), -1e300))
 		p := Softmax(s, -1)
 		outs = append(outs, Einsum("ij,jd->id", p, vh))
 	}

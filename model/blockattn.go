@@ -33,10 +33,17 @@ func (t Tokens) Len() int { return len(t.Pos) }
 // needs no mask). For a document present in both, a key is visible to the
 // queries whose position is not before its own.
 func visibility(qt, kt Tokens) (anyVis, allVis bool) {
+	return visibilityBy(qt.Pos, qt.Doc, kt.Pos, kt.Doc)
+}
+
+// visibilityBy is visibility with any key in place of the document id (under
+// shifted sparse attention, document and group): a key is visible to the
+// queries of the same key whose position is not before its own.
+func visibilityBy[K comparable](qpos []int32, qkey []K, kpos []int32, kkey []K) (anyVis, allVis bool) {
 	type span struct{ lo, hi int32 }
-	q := map[int32]span{}
-	for i, d := range qt.Doc {
-		p := qt.Pos[i]
+	q := map[K]span{}
+	for i, d := range qkey {
+		p := qpos[i]
 		if s, ok := q[d]; ok {
 			q[d] = span{min(s.lo, p), max(s.hi, p)}
 		} else {
@@ -44,16 +51,16 @@ func visibility(qt, kt Tokens) (anyVis, allVis bool) {
 		}
 	}
 	allVis = len(q) == 1
-	for j, d := range kt.Doc {
+	for j, d := range kkey {
 		s, ok := q[d]
 		if !ok {
 			allVis = false
 			continue
 		}
-		if kt.Pos[j] <= s.hi {
+		if kpos[j] <= s.hi {
 			anyVis = true
 		}
-		if kt.Pos[j] > s.lo {
+		if kpos[j] > s.lo {
 			allVis = false
 		}
 	}
@@ -65,10 +72,30 @@ func visibility(qt, kt Tokens) (anyVis, allVis bool) {
 // Query blocks are independent, so up to Parallel of them run at once (each a
 // chain of executions over the key blocks): the backend alone keeps only about
 // one of two cores busy on these block-sized operations. 0 means GOMAXPROCS.
+//
+// ShiftGroups > 0 is shifted sparse attention with groups of that many positions
+// (even; s2attn.go): for training only. It shifts the groups of the model's
+// second half of query heads. When P computes only some of the model's heads
+// (Ulysses: SP rank i computes heads from i*H/SP on), HeadBase and ModelHeads
+// say which: P's head h is the model's head HeadBase+h of ModelHeads (0: P's
+// own head count).
 type BlockAttention struct {
-	P              *Pieces
-	BlockQ, BlockK int
-	Parallel       int
+	P                    *Pieces
+	BlockQ, BlockK       int
+	Parallel             int
+	ShiftGroups          int
+	HeadBase, ModelHeads int
+}
+
+// check reports settings the schedule cannot run with.
+func (b *BlockAttention) check() error {
+	if b.BlockQ < 1 || b.BlockK < 1 {
+		return fmt.Errorf("model: attention block sizes must be >= 1, got %d x %d", b.BlockQ, b.BlockK)
+	}
+	if g := b.ShiftGroups; g != 0 && (g < 2 || g%2 != 0) {
+		return fmt.Errorf("model: shift groups must be 0 (full attention) or even and >= 2, got %d", g)
+	}
+	return nil
 }
 
 // forEachQBlock runs fn(i) for every query block index, up to b.Parallel at a
@@ -117,10 +144,15 @@ type kvBlock struct {
 // cutKV cuts keys and values into blocks, ready to be read by concurrent executions.
 func (b *BlockAttention) cutKV(k, v *tensors.Tensor, kt Tokens) ([]kvBlock, error) {
 	var out []kvBlock
-	for _, kb := range cut(kt, b.BlockK) {
+	for _, kb := range b.cut(kt, b.BlockK) {
 		blk := kvBlock{kb, SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)}
 		if err := b.P.Share(blk.k, blk.v, blk.pos, blk.doc); err != nil {
 			return nil, err
+		}
+		if blk.grp != nil {
+			if err := b.P.Share(blk.grp); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, blk)
 	}
@@ -131,11 +163,16 @@ type block struct {
 	start, end int
 	tok        Tokens
 	pos, doc   *tensors.Tensor
+	grp        *tensors.Tensor // under shifted sparse attention: [2, B] group ids, else nil
+	keys       [2][]docGroup   // the same, per half, for visibilityBy
 }
 
 // pairMask is the mask a (query block, key block) pair needs: skip when no key is
 // visible, nil when all are.
-func pairMask(qb, kb block) (mask *PairMask, skip bool) {
+func (b *BlockAttention) pairMask(qb, kb block) (mask *PairMask, skip bool) {
+	if b.ShiftGroups > 0 {
+		return b.s2PairMask(qb, kb)
+	}
 	anyVis, allVis := visibility(qb.tok, kb.tok)
 	switch {
 	case !anyVis:
@@ -146,12 +183,17 @@ func pairMask(qb, kb block) (mask *PairMask, skip bool) {
 	return &PairMask{QPos: qb.pos, KPos: kb.pos, QDoc: qb.doc, KDoc: kb.doc}, false
 }
 
-func cut(t Tokens, size int) []block {
+// cut cuts tokens into blocks of size (the last may be shorter).
+func (b *BlockAttention) cut(t Tokens, size int) []block {
 	var bs []block
 	for s := 0; s < t.Len(); s += size {
 		e := min(s+size, t.Len())
 		tk := t.Slice(s, e)
-		bs = append(bs, block{s, e, tk, Int32s(tk.Pos), Int32s(tk.Doc)})
+		blk := block{start: s, end: e, tok: tk, pos: Int32s(tk.Pos), doc: Int32s(tk.Doc)}
+		if b.ShiftGroups > 0 {
+			blk.grp, blk.keys = s2Groups(tk, b.ShiftGroups)
+		}
+		bs = append(bs, blk)
 	}
 	return bs
 }
@@ -167,12 +209,12 @@ type AttnForward struct {
 
 // Begin starts the attention of queries q [Lq, H, Dh] with tokens qt.
 func (b *BlockAttention) Begin(q *tensors.Tensor, qt Tokens) (*AttnForward, error) {
-	if b.BlockQ < 1 || b.BlockK < 1 {
-		return nil, fmt.Errorf("model: attention block sizes must be >= 1, got %d x %d", b.BlockQ, b.BlockK)
+	if err := b.check(); err != nil {
+		return nil, err
 	}
 	c := b.P.Config()
 	g := c.Heads / c.KVHeads
-	f := &AttnForward{b: b, q: q, qb: cut(qt, b.BlockQ)}
+	f := &AttnForward{b: b, q: q, qb: b.cut(qt, b.BlockQ)}
 	for _, blk := range f.qb {
 		n := blk.end - blk.start
 		f.qs = append(f.qs, SliceRows(q, blk.start, blk.end))
@@ -193,7 +235,7 @@ func (f *AttnForward) Fold(k, v *tensors.Tensor, kt Tokens) error {
 	}
 	return f.b.forEachQBlock(len(f.qb), func(i int) error {
 		for _, kb := range kbs {
-			mask, skip := pairMask(f.qb[i], kb.block)
+			mask, skip := f.b.pairMask(f.qb[i], kb.block)
 			if skip {
 				continue
 			}
@@ -250,9 +292,12 @@ type AttnBackward struct {
 
 // BeginBackward prepares the backward of queries q with output o, its lse and upstream do [Lq, H*Dh].
 func (b *BlockAttention) BeginBackward(q *tensors.Tensor, qt Tokens, o, lse, do *tensors.Tensor) (*AttnBackward, error) {
+	if err := b.check(); err != nil {
+		return nil, err
+	}
 	c := b.P.Config()
 	hd := c.HeadDimension()
-	bw := &AttnBackward{b: b, qb: cut(qt, b.BlockQ), DQ: NewZeros(q.DType(), q.Shape().Dimensions...)}
+	bw := &AttnBackward{b: b, qb: b.cut(qt, b.BlockQ), DQ: NewZeros(q.DType(), q.Shape().Dimensions...)}
 	for _, blk := range bw.qb {
 		dob := SliceRows(do, blk.start, blk.end)
 		delta, err := b.P.AttnDelta(dob, SliceRows(o, blk.start, blk.end))
@@ -281,7 +326,7 @@ func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.T
 	err = bw.b.forEachQBlock(len(bw.qb), func(i int) error {
 		qb := bw.qb[i]
 		for _, kb := range kbs {
-			mask, skip := pairMask(qb, kb.block)
+			mask, skip := bw.b.pairMask(qb, kb.block)
 			if skip {
 				continue
 			}

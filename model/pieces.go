@@ -28,6 +28,9 @@ type Pieces struct {
 	attnFwd, attnFwdFull  *Exec
 	attnBwd, attnBwdFull  *Exec
 	attnFinish, attnDelta *Exec
+
+	s2mu    sync.Mutex
+	s2execs map[int]s2Kernels // shifted sparse attention kernels, by unshifted head count (s2attn.go)
 }
 
 // LayerWeights are one layer's parameters, in the order the pieces take them.
@@ -259,15 +262,30 @@ type AttnState struct{ M, L, Acc *tensors.Tensor }
 
 // PairMask are a block pair's token positions and document ids (each [B] int32),
 // from which the graph builds the mask; nil means every key is visible to every query.
-type PairMask struct{ QPos, KPos, QDoc, KDoc *tensors.Tensor }
+//
+// Under shifted sparse attention (s2attn.go) QGroup and KGroup, each token's
+// unshifted and shifted group ([2, B] int32), restrict the mask further, per
+// query head: the first Unshifted heads compare row 0, the others row 1. Nil
+// groups mean the same mask for every head.
+type PairMask struct {
+	QPos, KPos, QDoc, KDoc *tensors.Tensor
+	QGroup, KGroup         *tensors.Tensor
+	Unshifted              int
+}
 
 // AttnBlock folds key block (k, v) into a query block's state.
 func (p *Pieces) AttnBlock(q, k, v *tensors.Tensor, mask *PairMask, s AttnState) (AttnState, error) {
 	var out []*tensors.Tensor
 	var err error
-	if mask == nil {
+	switch {
+	case mask == nil:
 		out, err = run(p.attnFwdFull, 3, q, k, v, s.M, s.L, s.Acc)
-	} else {
+	case mask.QGroup != nil:
+		var kern s2Kernels
+		if kern, err = p.s2(mask.Unshifted); err == nil {
+			out, err = run(kern.fwd, 3, q, k, v, mask.QPos, mask.KPos, mask.QDoc, mask.KDoc, mask.QGroup, mask.KGroup, s.M, s.L, s.Acc)
+		}
+	default:
 		out, err = run(p.attnFwd, 3, q, k, v, mask.QPos, mask.KPos, mask.QDoc, mask.KDoc, s.M, s.L, s.Acc)
 	}
 	if err != nil {
@@ -298,9 +316,15 @@ func (p *Pieces) AttnDelta(do, o *tensors.Tensor) (*tensors.Tensor, error) {
 // do is [Bq, H, Dh].
 func (p *Pieces) AttnBlockGrad(q, k, v *tensors.Tensor, mask *PairMask, do, lse, delta *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error) {
 	var out []*tensors.Tensor
-	if mask == nil {
+	switch {
+	case mask == nil:
 		out, err = run(p.attnBwdFull, 3, q, k, v, do, lse, delta)
-	} else {
+	case mask.QGroup != nil:
+		var kern s2Kernels
+		if kern, err = p.s2(mask.Unshifted); err == nil {
+			out, err = run(kern.bwd, 3, q, k, v, mask.QPos, mask.KPos, mask.QDoc, mask.KDoc, mask.QGroup, mask.KGroup, do, lse, delta)
+		}
+	default:
 		out, err = run(p.attnBwd, 3, q, k, v, mask.QPos, mask.KPos, mask.QDoc, mask.KDoc, do, lse, delta)
 	}
 	if err != nil {

@@ -36,7 +36,12 @@ func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Ulysses{local: &model.BlockAttention{P: p, BlockQ: full.BlockQ, BlockK: full.BlockK, Parallel: full.Parallel}, T: t, Mesh: m}, nil
+	// This rank computes head group j of every all-to-all: the model's query
+	// heads from j*H/SP on (what shifted sparse attention needs to know).
+	_, j := m.Coords(t.Rank())
+	local := &model.BlockAttention{P: p, BlockQ: full.BlockQ, BlockK: full.BlockK, Parallel: full.Parallel,
+		ShiftGroups: full.ShiftGroups, HeadBase: j * (c.Heads / m.SP), ModelHeads: c.Heads}
+	return &Ulysses{local: local, T: t, Mesh: m}, nil
 }
 
 // allToAll exchanges parts within this rank's SP group (see AllToAll).

@@ -32,7 +32,10 @@ type Config struct {
 	Interleave int
 
 	AttnBlockQ, AttnBlockK int
-	KeepAttention          bool // recompute: except_attention
+	// ShiftGroups > 0 trains with shifted sparse attention (LongLoRA's S2-Attn)
+	// over groups of that many positions (even): see model.BlockAttention.
+	ShiftGroups   int
+	KeepAttention bool // recompute: except_attention
 	// Offload is where stored activations wait for backward: "none" or "host"
 	// (memory: on the CPU backend host memory is where they are) or "disk"
 	// (spill files in OffloadDir, one folder per worker).
@@ -75,6 +78,9 @@ func (c Config) Validate() error {
 	}
 	if c.AttnBlockQ < 1 || c.AttnBlockK < 1 {
 		errs = append(errs, fmt.Errorf("trainer: attention blocks must be >= 1, got %d x %d", c.AttnBlockQ, c.AttnBlockK))
+	}
+	if g := c.ShiftGroups; g != 0 && (g < 2 || g%2 != 0) {
+		errs = append(errs, fmt.Errorf("trainer: shift groups must be 0 (full attention) or even and >= 2, got %d", g))
 	}
 	switch c.Offload {
 	case "", "none", "host":

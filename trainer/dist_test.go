@@ -180,6 +180,51 @@ func TestParallelParity(t *testing.T) {
 	}
 }
 
+// TestParallelParityShiftGroups: under shifted sparse attention (groups of 6
+// positions: they divide neither the sequence nor the shards, and documents
+// begin and end inside them) the loss and every gradient with 2 and 4 workers,
+// ring and Ulysses (whose ranks each compute some of the heads, so the ranks
+// differ in which groups they use), equal one worker's alone, which differs
+// from full attention's.
+func TestParallelParityShiftGroups(t *testing.T) {
+	cases := []struct {
+		dtype dtypes.DType
+		tol   float64
+	}{{dtypes.Float64, 1e-9}, {dtypes.Float32, 1e-5}}
+	for _, dc := range cases {
+		cfg := parityConfig(t, dc.dtype, 64, 1)
+		full := runWorkers(t, cfg, nil, "")[0]
+		cfg.ShiftGroups = 6
+		want := runWorkers(t, cfg, nil, "")[0]
+		if e := math.Abs(want.loss-full.loss) / math.Abs(full.loss); e < 10*dc.tol {
+			t.Fatalf("%s: loss with shift groups %.12g, with full attention %.12g: shift_groups does not reach the attention", dc.dtype, want.loss, full.loss)
+		}
+		for _, n := range []int{2, 4} {
+			for _, tc := range []struct{ transport, strategy string }{{"local", "ring"}, {"local", "ulysses"}, {"grpc", "ring"}} {
+				if tc.strategy == "ulysses" && cfg.Model.KVHeads%n != 0 {
+					continue
+				}
+				t.Run(fmt.Sprintf("%s/%d-workers/%s/%s", dc.dtype, n, tc.transport, tc.strategy), func(t *testing.T) {
+					ts := parallel.NewLocal(n)
+					if tc.transport == "grpc" {
+						ts = grpcTransports(t, n)
+					}
+					for r, g := range runWorkers(t, cfg, ts, tc.strategy) {
+						if e := math.Abs(g.loss-want.loss) / math.Abs(want.loss); e > dc.tol {
+							t.Errorf("rank %d: loss %.12g, one worker %.12g (relative error %.3g)", r, g.loss, want.loss, e)
+						}
+						for name, w := range want.grads {
+							if e := relErr(g.grads[name], w); e > dc.tol || math.IsNaN(e) {
+								t.Errorf("rank %d: %s: relative error %.3g > %.0e", r, name, e, dc.tol)
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
 func TestUlyssesNeedsDivisibleKVHeads(t *testing.T) {
 	cfg := parityConfig(t, dtypes.Float32, 64, 1)
 	cfg.Model.KVHeads = 2

@@ -94,7 +94,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	attn, err := d.attention(&model.BlockAttention{P: pieces, BlockQ: c.AttnBlockQ, BlockK: c.AttnBlockK}, c)
+	attn, err := d.attention(&model.BlockAttention{P: pieces, BlockQ: c.AttnBlockQ, BlockK: c.AttnBlockK, ShiftGroups: c.ShiftGroups}, c)
 	if err != nil {
 		return nil, err
 	}

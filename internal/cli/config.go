@@ -49,6 +49,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		Interleave:    r.Data.Interleave,
 		AttnBlockQ:    r.Memory.AttnBlockQ,
 		AttnBlockK:    r.Memory.AttnBlockK,
+		ShiftGroups:   r.Attention.ShiftGroups,
 		KeepAttention: r.Memory.Recompute == "except_attention",
 		Offload:       r.Memory.Offload,
 		MemoryLimit:   int64(r.Memory.LimitMiB) << 20,
