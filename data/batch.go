@@ -7,7 +7,7 @@ type Batch struct {
 	Targets []int32   // [L] next-token ids: stream[i+1]
 	Pos     []int32   // [L] position within the token's document segment; restarts at 0 at each segment
 	Doc     []int32   // [L] segment id within this sequence: 0, 1, 2, ... along the sequence
-	Weight  []float32 // [L] 1 where Targets[i] is the next token of the same document, else 0
+	Weight  []float32 // [L] 1 where Targets[i] is the next token of the same document and its loss mask counts it (sft: response tokens only), else 0
 }
 
 // NumTargets is the number of weighted targets: the tokens the loss counts.

@@ -10,36 +10,49 @@ import (
 // SourceConfig is one data source; the fields are those of the recipe's
 // data.sources entries.
 type SourceConfig struct {
-	Type    string   // text_file | text_dir | jsonl
-	Path    string   // $VAR and ${VAR} are expanded; $GOROOT falls back to `go env GOROOT`
+	Type    string   // text_file | text_dir | jsonl | sft (sft.go) | passkey (passkey.go)
+	Path    string   // $VAR and ${VAR} are expanded; $GOROOT falls back to `go env GOROOT`; passkey: unused
 	Include []string // text_dir: globs on the file's base name (filepath.Match); empty: all files
 	Exclude []string // text_dir: globs on directory base names skipped, with all below them, at any depth; other types: only checked
 	DocPer  string   // text_dir: file (default) | directory (a directory's files, concatenated)
 	Field   string   // jsonl: the string field holding the text (default "text")
+
+	// passkey: Count samples, each of a length (in bytes, so byte-tokenizer
+	// tokens) drawn uniformly from [MinLen, MaxLen], where 0 stands for
+	// SeqLen (the recipe's data.seq_len). Sample i of source s is a function
+	// of Seed (the recipe's seed), s and i only.
+	Count          int
+	MinLen, MaxLen int
+	SeqLen         int
+	Seed           uint64
 }
 
 // docKind is how a document's text is read.
 type docKind uint8
 
 const (
-	kindFile docKind = iota // the whole file at path
-	kindDir                 // files, joined by newlines
-	kindLine                // the JSON line at [off, off+size) of path, field field
+	kindFile    docKind = iota // the whole file at path
+	kindDir                    // files, joined by newlines
+	kindLine                   // the JSON line at [off, off+size) of path, field field
+	kindSFT                    // the sft record at [off, off+size) of path
+	kindPasskey                // a synthetic passkey sample
 )
 
 // DocRef names one document of a Corpus and says where its text is; the text
 // itself is read only by Corpus.Read (or a Loader).
 type DocRef struct {
 	Source int    // index of its source in the slice given to OpenCorpus
-	Name   string // file path, directory path ending in "/", or "file.jsonl:17"
+	Name   string // file path, directory path ending in "/", "file.jsonl:17", or "passkey[2]:17" (source 2, sample 17)
 
 	kind  docKind
 	path  string   // the file, the directory, or the JSONL file
 	files []string // kindDir: the directory's matching files, sorted
-	off   int64    // kindLine: byte offset of the line
-	size  int      // kindLine: byte length of the line, without its newline
-	line  int      // kindLine: 1-based line number
+	off   int64    // kindLine, kindSFT: byte offset of the line
+	size  int      // kindLine, kindSFT: byte length of the line, without its newline
+	line  int      // kindLine, kindSFT: 1-based line number
 	field string   // kindLine: the text field
+
+	sample passkeySample // kindPasskey
 }
 
 // Corpus is all documents of all sources in a fixed order: the sources in the
@@ -51,13 +64,14 @@ type Corpus struct {
 
 // OpenCorpus lists the documents of srcs and checks each source up front:
 // missing paths, unknown types, empty files, text_dir sources with no matching
-// file, and JSONL lines without a non-empty string field are errors that name
-// the path (and line). It reads JSONL files once to index their lines; it does
-// not read other files.
+// file, JSONL lines without a non-empty string field and bad sft records are
+// errors that name the path (and line and key). It reads JSONL and sft files
+// once to index their lines; it does not read other files. A passkey source
+// lists its samples without making them.
 func OpenCorpus(srcs []SourceConfig) (*Corpus, error) {
 	c := &Corpus{}
 	for i, s := range srcs {
-		docs, err := openSource(s)
+		docs, err := openSource(s, i)
 		if err != nil {
 			return nil, fmt.Errorf("data: source %d (%s): %w", i, s.Type, err)
 		}
@@ -72,8 +86,11 @@ func OpenCorpus(srcs []SourceConfig) (*Corpus, error) {
 	return c, nil
 }
 
-// openSource lists the documents of one source. Its errors name the path.
-func openSource(s SourceConfig) ([]DocRef, error) {
+// openSource lists the documents of source src. Its errors name the path.
+func openSource(s SourceConfig, src int) ([]DocRef, error) {
+	if s.Type == "passkey" {
+		return listPasskey(s, src)
+	}
 	path, err := expandPath(s.Path)
 	if err != nil {
 		return nil, err
@@ -90,8 +107,10 @@ func openSource(s SourceConfig) ([]DocRef, error) {
 		return listTextDir(path, s.Include, s.Exclude, s.DocPer)
 	case "jsonl":
 		return listJSONL(path, s.Field)
+	case "sft":
+		return listSFT(path)
 	}
-	return nil, fmt.Errorf("%s: unknown source type %q (want text_file, text_dir or jsonl)", path, s.Type)
+	return nil, fmt.Errorf("%s: unknown source type %q (want text_file, text_dir, jsonl, sft or passkey)", path, s.Type)
 }
 
 // listTextFile makes the file at path one document.
@@ -114,27 +133,53 @@ func (c *Corpus) Len() int { return len(c.docs) }
 // Doc returns the i-th document's reference; i must be in [0, Len()).
 func (c *Corpus) Doc(i int) DocRef { return c.docs[i] }
 
-// Read returns the text of the i-th document.
+// Read returns the text of the i-th document: for an sft document the
+// rendered conversation, template included.
 func (c *Corpus) Read(i int) ([]byte, error) {
+	spans, err := c.ReadSpans(i)
+	if err != nil {
+		return nil, err
+	}
+	return joinSpans(spans), nil
+}
+
+// ReadSpans returns the text of the i-th document as spans that say which
+// text the loss counts: one span that counts for every type but sft.
+func (c *Corpus) ReadSpans(i int) ([]Span, error) {
 	if i < 0 || i >= len(c.docs) {
 		return nil, fmt.Errorf("data: read document %d: out of range [0, %d)", i, len(c.docs))
 	}
-	text, err := c.docs[i].read()
+	spans, err := c.docs[i].spans()
 	if err != nil {
 		return nil, fmt.Errorf("data: read document %d: %w", i, err)
 	}
-	return text, nil
+	return spans, nil
 }
 
-// read returns the document's text. Its errors name the path (and line).
-func (d *DocRef) read() ([]byte, error) {
+// spans returns the document's text. Its errors name the path (and line).
+func (d *DocRef) spans() ([]Span, error) {
+	var text []byte
+	var err error
 	switch d.kind {
+	case kindFile:
+		text, err = os.ReadFile(d.path)
 	case kindDir:
-		return readFiles(d.files)
+		text, err = readFiles(d.files)
 	case kindLine:
-		return readLine(d)
+		if text, err = readLine(d); err == nil {
+			text, err = d.lineText(text)
+		}
+	case kindSFT:
+		if text, err = readLine(d); err == nil {
+			return d.sftSpans(text)
+		}
+	case kindPasskey:
+		text = d.sample.text()
 	}
-	return os.ReadFile(d.path)
+	if err != nil {
+		return nil, err
+	}
+	return []Span{{Text: text, Loss: true}}, nil
 }
 
 // Split divides the corpus for evaluation: every holdoutEvery-th document by

@@ -104,7 +104,7 @@ func (l *Loader) check(j int, p LaneCursor) error {
 	case p.Offset == 0:
 		return nil
 	}
-	toks, err := l.tokens(&l.lanes[j], p)
+	toks, _, err := l.tokens(&l.lanes[j], p)
 	if err != nil {
 		return err
 	}

@@ -5,13 +5,18 @@
 //
 //   - Tokenizer (tokenizer.go): text to token ids and back. "byte" is the
 //     only tokenizer so far: vocabulary 256, id = byte value.
-//   - Corpus (corpus.go, textdir.go, jsonl.go, expand.go): the documents of
-//     all sources, listed up front in a fixed order (paths and byte offsets
-//     only) and read one at a time, so a 200 MB source tree is never held in
-//     memory. Source types: text_file, text_dir and jsonl. A text_dir skips
-//     hidden directories, testdata, and the directories whose base name
-//     matches an Exclude glob (Exclude: ["cmd", "vendor"] drops every cmd and
-//     vendor directory at any depth, with everything below it).
+//   - Corpus (corpus.go, textdir.go, jsonl.go, sft.go, passkey.go,
+//     heldout.go, span.go, expand.go): the documents of all sources, listed
+//     up front in a fixed order (paths and byte offsets only) and read one at
+//     a time, so a 200 MB source tree is never held in memory. Source types:
+//     text_file, text_dir, jsonl, sft (conversations rendered with a fixed
+//     template, the loss on the responses only) and passkey (synthetic
+//     retrieval samples, generated from the seed and the sample index). A
+//     text_dir skips hidden directories, testdata, and the directories whose
+//     base name matches an Exclude glob (Exclude: ["cmd", "vendor"] drops
+//     every cmd and vendor directory at any depth, with everything below it).
+//     A document reads as Spans that say which text the loss counts; OpenSplit
+//     sets a seeded choice of documents aside for evaluation.
 //   - Loader (loader.go, cursor.go, batch.go): packs the token stream of the
 //     documents, in a per-epoch shuffled order, into sequences of SeqLen
 //     tokens with per-token positions, document ids and loss weights,
@@ -28,7 +33,9 @@
 // Each sequence consumes L tokens and peeks one more for the last target.
 // A document cut at the end of a sequence continues in the next one as a new
 // segment whose positions restart at 0. A target is weighted 1 only when it is
-// the next token of the same document.
+// the next token of the same document and the document's loss mask counts it:
+// every token of a plain text or passkey document, only the response tokens
+// of an sft document (see sft.go and docs/data.md).
 //
 // Lanes. Packed in order, a long document (a whole Go package, 50-500 KB)
 // fills hundreds of consecutive sequences, so that a step's batch and the
@@ -54,14 +61,13 @@
 //
 // Example:
 //
-//	corpus, err := data.OpenCorpus([]data.SourceConfig{{
+//	train, held, err := data.OpenSplit([]data.SourceConfig{{
 //		Type: "text_dir", Path: "$GOROOT/src",
 //		Include: []string{"*.go"}, Exclude: []string{"cmd", "vendor"}, DocPer: "directory",
-//	}})
+//	}}, 20, 1) // 20 documents, chosen by seed 1, held out for evaluation
 //	if err != nil {
 //		return err
 //	}
-//	train, held := corpus.Split(50) // every 50th document is held out
 //	tok, _ := data.NewTokenizer("byte")
 //	loader, err := data.NewLoader(train, tok, data.LoaderConfig{SeqLen: 256, Shuffle: true, Seed: 1, Lanes: 64})
 //	if err != nil {

@@ -18,6 +18,17 @@ func listJSONL(path, field string) ([]DocRef, error) {
 	if field == "" {
 		field = "text"
 	}
+	return listLines(path, "jsonl", func(d *DocRef, line []byte) error {
+		d.field = field
+		_, err := d.lineText(line)
+		return err
+	})
+}
+
+// listLines indexes the non-blank lines of a file of type typ (jsonl or sft)
+// as documents of kind kindLine, each given to check, which may set the
+// document's kind and field and returns the line's error.
+func listLines(path, typ string, check func(d *DocRef, line []byte) error) ([]DocRef, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -26,7 +37,7 @@ func listJSONL(path, field string) ([]DocRef, error) {
 	if fi, err := f.Stat(); err != nil {
 		return nil, err
 	} else if fi.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory (jsonl wants a file)", path)
+		return nil, fmt.Errorf("%s: is a directory (%s wants a file)", path, typ)
 	}
 
 	var docs []DocRef
@@ -41,9 +52,9 @@ func listJSONL(path, field string) ([]DocRef, error) {
 		if len(bytes.TrimSpace(line)) > 0 {
 			d := DocRef{
 				Name: fmt.Sprintf("%s:%d", path, lineNo), kind: kindLine, path: path,
-				off: off, size: len(line), line: lineNo, field: field,
+				off: off, size: len(line), line: lineNo,
 			}
-			if _, err := d.lineText(line); err != nil {
+			if err := check(&d, line); err != nil {
 				return nil, err
 			}
 			docs = append(docs, d)
@@ -62,7 +73,7 @@ func listJSONL(path, field string) ([]DocRef, error) {
 	return docs, nil
 }
 
-// readLine reads the document's line back from its file and returns its text.
+// readLine reads the document's line back from its file.
 func readLine(d *DocRef) ([]byte, error) {
 	f, err := os.Open(d.path)
 	if err != nil {
@@ -73,28 +84,52 @@ func readLine(d *DocRef) ([]byte, error) {
 	if _, err := f.ReadAt(line, d.off); err != nil {
 		return nil, fmt.Errorf("%s:%d: %w (file changed since the corpus was opened?)", d.path, d.line, err)
 	}
-	return d.lineText(line)
+	return line, nil
 }
 
 // lineText returns the string field of one JSON line.
 func (d *DocRef) lineText(line []byte) ([]byte, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(line, &obj); err != nil {
-		if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-			return nil, fmt.Errorf("%s:%d: not a JSON object: %.40s", d.path, d.line, line)
-		}
-		return nil, fmt.Errorf("%s:%d: invalid JSON: %w", d.path, d.line, err)
+	obj, err := d.jsonObject(line)
+	if err != nil {
+		return nil, err
 	}
-	raw, ok := obj[d.field]
+	s, err := d.stringField(obj, d.field, d.field)
+	if err != nil {
+		return nil, err
+	}
+	if s == "" {
+		return nil, d.errorf("field %q is empty", d.field)
+	}
+	return []byte(s), nil
+}
+
+// stringField returns obj[name], which must be a JSON string; key is how
+// errors name it.
+func (d *DocRef) stringField(obj map[string]json.RawMessage, key, name string) (string, error) {
+	raw, ok := obj[name]
 	if !ok {
-		return nil, fmt.Errorf("%s:%d: no field %q", d.path, d.line, d.field)
+		return "", d.errorf("no field %q", key)
 	}
 	var s string
 	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-		return nil, fmt.Errorf("%s:%d: field %q is not a string: %.40s", d.path, d.line, d.field, raw)
+		return "", d.errorf("field %q is not a string: %.40s", key, raw)
 	}
-	if s == "" {
-		return nil, fmt.Errorf("%s:%d: field %q is empty", d.path, d.line, d.field)
+	return s, nil
+}
+
+// jsonObject parses one JSON line as an object.
+func (d *DocRef) jsonObject(line []byte) (map[string]json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(line, &obj); err != nil {
+		if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+			return nil, d.errorf("not a JSON object: %.40s", line)
+		}
+		return nil, d.errorf("invalid JSON: %w", err)
 	}
-	return []byte(s), nil
+	return obj, nil
+}
+
+// errorf is an error about the document's line: "path:line: ...".
+func (d *DocRef) errorf(format string, args ...any) error {
+	return fmt.Errorf("%s:%d: %w", d.path, d.line, fmt.Errorf(format, args...))
 }

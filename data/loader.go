@@ -56,6 +56,7 @@ type Loader struct {
 	nEmpty  int           // true entries of empty
 	scratch []int32       // [L+1] the stream of the sequence being packed
 	segs    []int32       // [L+1] segment id of each stream token
+	loss    []bool        // [L+1] whether the loss counts each stream token
 }
 
 // lane is one stream of documents and its reading state.
@@ -63,6 +64,7 @@ type lane struct {
 	pos    LaneCursor // where its next sequence starts
 	cached int        // corpus index of toks; -1: none
 	toks   []int32
+	loss   []bool // [len(toks)] whether the loss counts each token; nil: every one
 }
 
 // NewLoader returns a loader at the start of epoch 0: lane j at the j-th
@@ -85,6 +87,7 @@ func NewLoader(c *Corpus, tok Tokenizer, cfg LoaderConfig) (*Loader, error) {
 		orders:  map[int][]int{},
 		scratch: make([]int32, cfg.SeqLen+1),
 		segs:    make([]int32, cfg.SeqLen+1),
+		loss:    make([]bool, cfg.SeqLen+1),
 	}
 	for j := range l.lanes {
 		l.lanes[j] = lane{pos: LaneCursor{Doc: j}, cached: -1}
@@ -118,13 +121,13 @@ func (l *Loader) Next() (Batch, error) {
 // sequence too). It returns the sequence and the lane's position after it.
 func (l *Loader) pack(ln *lane, j int) (Batch, LaneCursor, error) {
 	L := l.cfg.SeqLen
-	stream, segs := l.scratch, l.segs
+	stream, segs, loss := l.scratch, l.segs, l.loss
 	b := newBatch(L)
 	p, next := ln.pos, ln.pos
 	seg := int32(-1)
 	run := 0 // consecutive documents without tokens
 	for n := 0; n <= L; {
-		toks, err := l.tokens(ln, p)
+		toks, mask, err := l.tokens(ln, p)
 		if err != nil {
 			return Batch{}, LaneCursor{}, err
 		}
@@ -145,6 +148,7 @@ func (l *Loader) pack(ln *lane, j int) (Batch, LaneCursor, error) {
 		copy(stream[n:], toks[p.Offset:p.Offset+take])
 		for k := range take {
 			segs[n+k] = seg
+			loss[n+k] = mask == nil || mask[p.Offset+k]
 			if n+k < L {
 				b.Pos[n+k] = int32(k)
 			}
@@ -158,7 +162,7 @@ func (l *Loader) pack(ln *lane, j int) (Batch, LaneCursor, error) {
 	copy(b.Targets, stream[1:])
 	copy(b.Doc, segs[:L])
 	for i := range L {
-		if segs[i] == segs[i+1] {
+		if segs[i] == segs[i+1] && loss[i+1] {
 			b.Weight[i] = 1
 		}
 	}
@@ -203,20 +207,21 @@ func (l *Loader) doc(p LaneCursor) *DocRef {
 	return &l.corpus.docs[l.order(p.Epoch)[p.Doc]]
 }
 
-// tokens returns the tokens of the document at p, reading it unless it is the
-// one the lane has cached.
-func (l *Loader) tokens(ln *lane, p LaneCursor) ([]int32, error) {
+// tokens returns the tokens of the document at p and whether the loss counts
+// each (nil: every one), reading it unless it is the one the lane has cached.
+func (l *Loader) tokens(ln *lane, p LaneCursor) ([]int32, []bool, error) {
 	i := l.order(p.Epoch)[p.Doc]
 	if i == ln.cached {
-		return ln.toks, nil
+		return ln.toks, ln.loss, nil
 	}
 	d := &l.corpus.docs[i]
-	text, err := d.read()
+	spans, err := d.spans()
 	if err != nil {
-		return nil, fmt.Errorf("epoch %d, doc %d: read document %d (%s): %w", p.Epoch, p.Doc, i, d.Name, err)
+		return nil, nil, fmt.Errorf("epoch %d, doc %d: read document %d (%s): %w", p.Epoch, p.Doc, i, d.Name, err)
 	}
-	ln.cached, ln.toks = i, l.tok.Encode(text)
-	return ln.toks, nil
+	ln.toks, ln.loss = encodeSpans(l.tok, spans)
+	ln.cached = i
+	return ln.toks, ln.loss, nil
 }
 
 // order returns the document order of an epoch: the corpus order, or a

@@ -30,6 +30,7 @@ type Config struct {
 	SeqLen     int
 	Shuffle    bool
 	Interleave int
+	Heldout    int // documents set aside for evaluation (data.OpenSplit with Seed); 0: none
 
 	AttnBlockQ, AttnBlockK int
 	// ShiftGroups > 0 trains with shifted sparse attention (LongLoRA's S2-Attn)

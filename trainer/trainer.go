@@ -160,7 +160,7 @@ func loadParams(c Config) (*model.Params, error) {
 }
 
 func openData(c Config) (*data.Loader, error) {
-	corpus, err := data.OpenCorpus(c.Sources)
+	corpus, _, err := data.OpenSplit(c.Sources, c.Heldout, c.Seed) // the held-out documents are eval's
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,8 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 	}
 	var srcs []data.SourceConfig
 	for _, s := range r.Data.Sources {
-		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field})
+		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field,
+			Count: s.Count, MinLen: s.MinLen, MaxLen: s.MaxLen, SeqLen: r.Data.SeqLen, Seed: uint64(r.Seed)})
 	}
 	m := r.Model
 	return trainer.Config{
@@ -47,6 +48,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		SeqLen:        r.Data.SeqLen,
 		Shuffle:       r.Data.Shuffle,
 		Interleave:    r.Data.Interleave,
+		Heldout:       r.Data.Heldout,
 		AttnBlockQ:    r.Memory.AttnBlockQ,
 		AttnBlockK:    r.Memory.AttnBlockK,
 		ShiftGroups:   r.Attention.ShiftGroups,
