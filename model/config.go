@@ -18,7 +18,9 @@ type Config struct {
 	RopeTheta     float64 // rope_theta
 	NormEps       float64 // rms_norm_eps
 	TieEmbeddings bool    // tie_word_embeddings
-	MaxPositions  int     // max_position_embeddings (informational)
+	MaxPositions  int     // max_position_embeddings (informational; rope_scaling's original context when it has none)
+
+	RopeScaling RopeScaling // rope_scaling; the zero value is plain RoPE
 }
 
 // HeadDimension returns the per-head width: HeadDim, or Dim/Heads when unset.
@@ -60,7 +62,7 @@ func (c Config) Validate() error {
 	case c.NormEps <= 0:
 		return fmt.Errorf("model: norm_eps must be > 0, got %g", c.NormEps)
 	}
-	return nil
+	return c.validateRopeScaling()
 }
 
 // ParamNames lists every parameter by its Hugging Face name, in a fixed order

@@ -16,6 +16,8 @@
 // with the same Begin/Fold/Finish. Parameters carry Hugging Face names and
 // layouts: LoadHF reads a Hugging Face model folder, ExportHF writes one
 // (config.json, generation_config.json, model.safetensors or shards and index).
+// RoPE's cos and sin tables are made on the host (RopeTablesFor), with Hugging
+// Face's rope_scaling (linear, dynamic, yarn, llama3) when Config.RopeScaling sets one.
 //
 //	p, _ := model.Init(cfg, dtypes.Float32, 0.02, seed)
 //	pieces, _ := model.NewPieces(backend, cfg)

@@ -4,7 +4,6 @@ package model
 // beside model.safetensors.index.json and the shard files it names.
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -244,49 +243,32 @@ func ReadHFConfig(path string) (Config, error) {
 	if in.SlidingWindow != nil && *in.SlidingWindow < c.MaxPositions {
 		return fail("sliding_window %d not supported (attention over all %d positions only)", *in.SlidingWindow, c.MaxPositions)
 	}
-	for _, rope := range []struct {
+	var scalings [2]RopeScaling
+	for i, rope := range []struct {
 		key string
 		raw json.RawMessage
 	}{{"rope_scaling", in.RopeScaling}, {"rope_parameters", in.RopeParameters}} {
-		theta, err := plainRope(rope.raw)
+		s, theta, err := readHFRope(rope.key, rope.raw, c.MaxPositions)
 		if err != nil {
-			return fail("%s %s is not supported yet (plain rotary embedding only)", rope.key, bytes.TrimSpace(rope.raw))
+			return fail("%w", err)
 		}
 		if theta > 0 {
 			c.RopeTheta = theta
 		}
+		scalings[i] = s
+	}
+	switch a, b := scalings[0], scalings[1]; {
+	case a.Enabled() && b.Enabled() && a != b:
+		return fail("rope_scaling %+v and rope_parameters %+v disagree", a, b)
+	case a.Enabled():
+		c.RopeScaling = a
+	default:
+		c.RopeScaling = b
 	}
 	if err := c.Validate(); err != nil {
 		return fail("%s", strings.TrimPrefix(err.Error(), "model: "))
 	}
 	return c, nil
-}
-
-// plainRope accepts a null rope_scaling/rope_parameters, or one of type "default"
-// (returning its rope_theta, if any); anything else is an error.
-func plainRope(raw json.RawMessage) (float64, error) {
-	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
-		return 0, nil
-	}
-	var r struct {
-		RopeType  *string  `json:"rope_type"`
-		Type      *string  `json:"type"`
-		RopeTheta *float64 `json:"rope_theta"`
-	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return 0, err
-	}
-	t := r.RopeType
-	if t == nil {
-		t = r.Type
-	}
-	if t == nil || *t != "default" {
-		return 0, errors.New("not default")
-	}
-	if r.RopeTheta != nil {
-		return *r.RopeTheta, nil
-	}
-	return 0, nil
 }
 
 // HFConfigJSON renders c as a Hugging Face LlamaForCausalLM config.json, formatted as
@@ -304,10 +286,6 @@ func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 	if _, ok := floatDTypeByName[torchDType]; !ok {
 		return nil, fmt.Errorf("model: torch_dtype %q not supported (float32, bfloat16, float16, float64)", torchDType)
 	}
-	maxPos := c.MaxPositions
-	if maxPos <= 0 {
-		maxPos = 2048
-	}
 	m := map[string]any{ // encoding/json sorts map keys, as transformers' sort_keys=True does
 		"architectures":           []string{"LlamaForCausalLM"},
 		"model_type":              "llama",
@@ -319,10 +297,10 @@ func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 		"num_key_value_heads":     c.KVHeads,
 		"head_dim":                c.HeadDimension(),
 		"hidden_act":              "silu",
-		"max_position_embeddings": maxPos,
+		"max_position_embeddings": hfMaxPositions(c),
 		"rms_norm_eps":            pyFloat(c.NormEps),
 		"rope_theta":              pyFloat(c.RopeTheta),
-		"rope_scaling":            nil,
+		"rope_scaling":            hfRopeScaling(c),
 		"tie_word_embeddings":     c.TieEmbeddings,
 		"attention_bias":          false,
 		"attention_dropout":       pyFloat(0),

@@ -175,7 +175,7 @@ func TestReadHFConfigErrors(t *testing.T) {
 		{minimalLlama + `,"hidden_act":"gelu"}`, `hidden_act "gelu"`},
 		{minimalLlama + `,"attention_bias":true}`, "attention_bias"},
 		{minimalLlama + `,"mlp_bias":true}`, "mlp_bias"},
-		{minimalLlama + `,"rope_scaling":{"rope_type":"llama3","factor":8.0}}`, "rope_scaling"},
+		{minimalLlama + `,"rope_scaling":{"rope_type":"longrope","factor":8.0}}`, `rope_scaling type "longrope" not supported`},
 		{minimalLlama + `,"model_type":"mistral","sliding_window":4096,"max_position_embeddings":32768}`, "sliding_window 4096"},
 		{minimalLlama + `,"num_key_value_heads":3}`, "kv_heads (3) must divide heads (4)"},
 		{`{"model_type":"llama","vocab_size":32}`, "hidden_size missing"},

@@ -2,7 +2,6 @@ package model
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -128,25 +127,6 @@ func EmbedGrad(grad *tensors.Tensor, tokens []int32, dh *tensors.Tensor) {
 			}
 		}
 	})
-}
-
-// RopeTables: cos and sin [L, Dh] for the given positions, in the Hugging Face
-// layout (the Dh/2 frequencies repeated twice), computed in float64.
-func RopeTables(c Config, dtype dtypes.DType, pos []int32) (cos, sin *tensors.Tensor) {
-	hd := c.HeadDimension()
-	half := hd / 2
-	cv := make([]float64, len(pos)*hd)
-	sv := make([]float64, len(pos)*hd)
-	for i, p := range pos {
-		for j := range half {
-			invFreq := 1 / math.Pow(c.RopeTheta, float64(2*j)/float64(hd))
-			a := float64(p) * invFreq
-			c, s := math.Cos(a), math.Sin(a)
-			cv[i*hd+j], cv[i*hd+j+half] = c, c
-			sv[i*hd+j], sv[i*hd+j+half] = s, s
-		}
-	}
-	return FromFloat64(dtype, cv, len(pos), hd), FromFloat64(dtype, sv, len(pos), hd)
 }
 
 func addInto[T float](dst, src []T) {

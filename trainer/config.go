@@ -24,6 +24,9 @@ type Config struct {
 	From    string
 	DType   dtypes.DType
 	InitStd float64
+	// RopeScaling, when set, replaces the rope_scaling of From's config.json
+	// (the recipe's model.rope_scaling stretching a trained model's context).
+	RopeScaling *model.RopeScaling
 
 	Sources    []data.SourceConfig
 	Tokenizer  string

@@ -146,6 +146,12 @@ func loadParams(c Config) (*model.Params, error) {
 		if p, err = model.LoadHF(c.From, c.DType); err != nil {
 			return nil, fmt.Errorf("trainer: model.from: %w", err)
 		}
+		if c.RopeScaling != nil {
+			p.Config.RopeScaling = *c.RopeScaling
+			if err := p.Config.Validate(); err != nil {
+				return nil, fmt.Errorf("trainer: model.rope_scaling over model.from %s: %w", c.From, err)
+			}
+		}
 	} else if p, err = model.Init(c.Model, c.DType, c.InitStd, c.Seed); err != nil {
 		return nil, err
 	}

@@ -39,8 +39,10 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		Model: model.Config{
 			Vocab: m.Vocab, Dim: m.Dim, Layers: m.Layers, Heads: m.Heads, KVHeads: m.KVHeads, HeadDim: m.HeadDim,
 			MLPDim: m.MLPDim, RopeTheta: m.RopeTheta, NormEps: m.NormEps, TieEmbeddings: m.TieEmbeddings,
+			RopeScaling: ropeScaling(r),
 		},
 		From:          m.From,
+		RopeScaling:   fromRopeScaling(r),
 		DType:         dt,
 		InitStd:       m.InitStd,
 		Sources:       srcs,
@@ -67,4 +69,31 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		RecipeYAML:      y,
 		RecipeHash:      r.Hash(),
 	}, nil
+}
+
+// ropeScaling is the recipe's model.rope_scaling (zero for type none). A model
+// trained from scratch has no max_position_embeddings, so an unset original
+// context is data.seq_len / factor; with model.from it is the folder's.
+func ropeScaling(r recipe.Recipe) model.RopeScaling {
+	s := r.Model.RopeScaling
+	if s.Type == "" || s.Type == "none" {
+		return model.RopeScaling{}
+	}
+	rs := model.RopeScaling{Type: s.Type, Factor: s.Factor, OriginalMaxPositions: s.OriginalMaxPositions,
+		LowFreqFactor: s.LowFreqFactor, HighFreqFactor: s.HighFreqFactor,
+		BetaFast: s.BetaFast, BetaSlow: s.BetaSlow, AttentionFactor: s.AttentionFactor}
+	if rs.OriginalMaxPositions == 0 && r.Model.From == "" && s.Factor >= 1 {
+		rs.OriginalMaxPositions = max(1, int(float64(r.Data.SeqLen)/s.Factor))
+	}
+	return rs
+}
+
+// fromRopeScaling is the rope_scaling that replaces model.from's: the recipe's
+// when it sets a type other than none, else nil (the folder's stays).
+func fromRopeScaling(r recipe.Recipe) *model.RopeScaling {
+	s := ropeScaling(r)
+	if r.Model.From == "" || !s.Enabled() {
+		return nil
+	}
+	return &s
 }
