@@ -106,10 +106,14 @@ type shapeOf struct {
 	Vocab, Dim, Layers, Heads, KVHeads, HeadDim, MLPDim int
 	RopeTheta, NormEps                                  float64
 	Tied                                                bool
+	RopeScaling                                         model.RopeScaling
 }
 
 func shape(c model.Config) shapeOf {
-	return shapeOf{c.Vocab, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDimension(), c.MLPDim, c.RopeTheta, c.NormEps, c.TieEmbeddings}
+	if c.RopeScaling.Type == "none" {
+		c.RopeScaling = model.RopeScaling{} // the two spellings of no scaling
+	}
+	return shapeOf{c.Vocab, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDimension(), c.MLPDim, c.RopeTheta, c.NormEps, c.TieEmbeddings, c.RopeScaling}
 }
 
 // Resume loads the checkpoint in dir (verifying every checksum first) and puts

@@ -24,6 +24,9 @@ type Engine struct {
 	Params        *model.Params
 	Store         ActivationStore
 	KeepAttention bool
+	// SeqLen is the whole sequence's length (data.seq_len), the same on every
+	// worker: dynamic rope_scaling reads it.
+	SeqLen int
 
 	actPeak int64 // most bytes stored at once since ActivationPeak last reset it
 }
@@ -81,7 +84,7 @@ func (e *Engine) prepare(b data.Batch) (batchTensors, error) {
 			return batchTensors{}, fmt.Errorf("trainer: token %d at %d outside the vocabulary [0, %d)", max(t, b.Targets[i]), i, c.Vocab)
 		}
 	}
-	cos, sin := model.RopeTables(c, dt, b.Pos)
+	cos, sin := model.RopeTablesFor(c, dt, b.Pos, e.SeqLen)
 	w := make([]float64, n)
 	for i, x := range b.Weight {
 		w[i] = float64(x)

@@ -113,6 +113,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			Attn:          attn,
 			Store:         store,
 			KeepAttention: c.KeepAttention,
+			SeqLen:        c.SeqLen,
 		},
 		dist:        d,
 		backend:     backend,
