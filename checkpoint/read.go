@@ -180,6 +180,11 @@ func (c *Checkpoint) Load(dtype dtypes.DType) (*model.Params, map[string]*tensor
 	if err != nil {
 		return nil, nil, fmt.Errorf("checkpoint %s: %w", c.Dir, err)
 	}
+	if slices.ContainsFunc(c.Manifest.Files, func(f FileEntry) bool { return f.Path == model.AdapterConfigFile }) {
+		if err := model.ReadAdapters(c.Dir, p); err != nil {
+			return nil, nil, fmt.Errorf("checkpoint %s: %w", c.Dir, err)
+		}
+	}
 	if !slices.ContainsFunc(c.Manifest.Files, func(f FileEntry) bool { return f.Path == OptimFile(0) }) {
 		return p, nil, nil
 	}

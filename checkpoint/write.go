@@ -163,6 +163,25 @@ func writeFiles(dir string, s *Snapshot, torchDType string, background bool) ([]
 		err   error
 	}
 	jobs := []*job{{path: ModelFile, names: s.Params.Names(), ts: s.Params.T, meta: map[string]string{"format": "pt"}}}
+	files := []FileEntry{cfgEntry}
+	if s.Params.LoRA != nil {
+		// The adapters as a PEFT folder's two files, beside the base model:
+		// the checkpoint is then a Hugging Face model and a PEFT adapter at once.
+		acfg, err := model.AdapterConfigJSON(*s.Params.LoRA, 0, "")
+		if err != nil {
+			return nil, err
+		}
+		e, err := writeFile(filepath.Join(dir, model.AdapterConfigFile), acfg)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, e)
+		names, ts, err := model.AdapterTensors(s.Params)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, &job{path: model.AdapterFile, names: names, ts: ts, meta: map[string]string{"format": "pt"}})
+	}
 	if s.Optim != nil {
 		jobs = append(jobs, &job{path: OptimFile(0), names: slices.Sorted(maps.Keys(s.Optim)), ts: s.Optim, meta: s.OptimMeta})
 	}
@@ -176,7 +195,6 @@ func writeFiles(dir string, s *Snapshot, torchDType string, background bool) ([]
 		})
 	}
 	wg.Wait()
-	files := []FileEntry{cfgEntry}
 	for _, j := range jobs {
 		if j.err != nil {
 			return nil, j.err

@@ -16,6 +16,9 @@ type Params struct {
 	Config Config
 	DType  dtypes.DType
 	T      map[string]*tensors.Tensor
+	// LoRA is the adapters' configuration when the model has them (their
+	// tensors are in T, see AdapterNames); nil otherwise.
+	LoRA *LoRA
 }
 
 // Names lists the parameters in the model's fixed order.

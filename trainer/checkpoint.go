@@ -34,7 +34,7 @@ func (t *Trainer) Snapshot() (*checkpoint.Snapshot, error) { return t.SnapshotIn
 // a run that checkpoints often then moves its state into two buffers in turn
 // instead of making garbage of its size every time.
 func (t *Trainer) SnapshotInto(reuse *checkpoint.Snapshot) (*checkpoint.Snapshot, error) {
-	params := &model.Params{Config: t.Params.Config, DType: t.Params.DType, T: map[string]*tensors.Tensor{}}
+	params := &model.Params{Config: t.Params.Config, DType: t.Params.DType, T: map[string]*tensors.Tensor{}, LoRA: t.Params.LoRA}
 	opt := map[string]*tensors.Tensor{}
 	if reuse != nil {
 		params, opt = reuse.Params, reuse.Optim
@@ -133,6 +133,9 @@ func (t *Trainer) Resume(dir string) (checkpoint.Manifest, error) {
 	if got, want := shape(params.Config), shape(t.Params.Config); got != want {
 		return m, fmt.Errorf("resume %s: the checkpoint's model %+v is not the recipe's %+v", dir, got, want)
 	}
+	if got, want := loraOf(params), loraOf(t.Params); got != want {
+		return m, fmt.Errorf("resume %s: the checkpoint's adapters (%s) are not the recipe's (%s)", dir, got, want)
+	}
 	var rng rngState
 	if err := json.Unmarshal(m.RNG, &rng); err != nil {
 		return m, fmt.Errorf("resume %s: manifest rng: %w", dir, err)
@@ -177,6 +180,15 @@ func (t *Trainer) Resume(dir string) (checkpoint.Manifest, error) {
 	}
 	t.step, t.tokens = m.Step, m.TokensSeen
 	return m, nil
+}
+
+// loraOf describes a model's adapters, for comparing two.
+func loraOf(p *model.Params) string {
+	if p.LoRA == nil {
+		return "none"
+	}
+	l := *p.LoRA
+	return fmt.Sprintf("rank %d, alpha %g, targets %v, train embed %v, train norm %v", l.Rank, l.Alpha, l.Targets, l.TrainEmbed, l.TrainNorm)
 }
 
 // copyInto copies src's values into dst (same shape and dtype).

@@ -50,6 +50,10 @@ type Config struct {
 	// nears it instead of letting garbage grow to the live size again. 0: none.
 	MemoryLimit int64
 
+	// LoRA, when enabled, freezes the base weights and trains adapters (and
+	// the base weights it names) only.
+	LoRA model.LoRA
+
 	AdamW           optim.AdamWConfig
 	Schedule        optim.Schedule
 	MaxGradNorm     float64

@@ -24,6 +24,9 @@ type Engine struct {
 	Params        *model.Params
 	Store         ActivationStore
 	KeepAttention bool
+	// LoRA, when the model has adapters, computes through merged weights and
+	// pulls gradients back to what trains (Params.Trainable) only.
+	LoRA *model.LoRAPieces
 	// SeqLen is the whole sequence's length (data.seq_len), the same on every
 	// worker: dynamic rope_scaling reads it.
 	SeqLen int
@@ -46,10 +49,11 @@ type Attention interface {
 // Grads are gradient accumulators, one per parameter, by name.
 type Grads map[string]*tensors.Tensor
 
-// NewGrads makes zero accumulators shaped like the parameters.
+// NewGrads makes zero accumulators shaped like the parameters that train.
 func NewGrads(p *model.Params) Grads {
 	g := Grads{}
-	for name, t := range p.T {
+	for _, name := range p.Trainable() {
+		t := p.Get(name)
 		g[name] = model.NewZeros(t.DType(), t.Shape().Dimensions...)
 	}
 	return g
@@ -63,6 +67,12 @@ func (g Grads) Zero() {
 }
 
 func (g Grads) add(name string, t *tensors.Tensor) { model.AddInto(g[name], t) }
+
+func (g Grads) addAll(ts map[string]*tensors.Tensor) {
+	for name, t := range ts {
+		g.add(name, t)
+	}
+}
 
 // batchTensors are a micro-batch's per-token inputs as tensors.
 type batchTensors struct {
@@ -98,9 +108,20 @@ func (e *Engine) prepare(b data.Batch) (batchTensors, error) {
 	}, nil
 }
 
+// layer is layer l's weights as the forward uses them: with the adapters merged in.
+func (e *Engine) layer(l int) (model.LayerWeights, error) {
+	if e.LoRA == nil {
+		return e.Params.Layer(l), nil
+	}
+	return e.LoRA.Layer(e.Params, l)
+}
+
 // layerForward: h_l -> h_{l+1}, and the attention's output and lse.
 func (e *Engine) layerForward(ctx context.Context, l int, h *tensors.Tensor, bt batchTensors) (next, o, lse *tensors.Tensor, err error) {
-	w := e.Params.Layer(l)
+	w, err := e.layer(l)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
 	if err != nil {
 		return nil, nil, nil, err
@@ -142,13 +163,10 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		e.actPeak = max(e.actPeak, e.Store.Bytes())
 		h = next
 	}
-	head, err := e.Pieces.HeadVJP(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, model.NewScalar(p.DType, scale))
+	loss, dh, err := e.headBackward(h, bt, scale, grads)
 	if err != nil {
 		return 0, fmt.Errorf("trainer: head: %w", err)
 	}
-	grads.add(finalNormName, head.Norm)
-	grads.add(outputName(c), head.Out)
-	dh := head.H
 
 	for l := c.Layers - 1; l >= 0; l-- {
 		if err := ctx.Err(); err != nil {
@@ -166,15 +184,41 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 			layerDone(l)
 		}
 	}
-	model.EmbedGrad(grads[embedName], b.Tokens, dh)
-	return model.ScalarValue(head.Loss), nil
+	if g, ok := grads[embedName]; ok { // frozen under LoRA unless lora.trainable has embed
+		model.EmbedGrad(g, b.Tokens, dh)
+	}
+	return loss, nil
+}
+
+// headBackward runs the head's VJP: the loss, dh, and the head's gradients added into grads.
+func (e *Engine) headBackward(h *tensors.Tensor, bt batchTensors, scale float64, grads Grads) (float64, *tensors.Tensor, error) {
+	p := e.Params
+	sc := model.NewScalar(p.DType, scale)
+	if e.LoRA != nil {
+		loss, dh, gs, err := e.LoRA.HeadVJP(p, h, bt.targets, bt.weight, sc)
+		if err != nil {
+			return 0, nil, err
+		}
+		grads.addAll(gs)
+		return model.ScalarValue(loss), dh, nil
+	}
+	head, err := e.Pieces.HeadVJP(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, sc)
+	if err != nil {
+		return 0, nil, err
+	}
+	grads.add(finalNormName, head.Norm)
+	grads.add(outputName(p.Config), head.Out)
+	return model.ScalarValue(head.Loss), head.H, nil
 }
 
 // layerBackward recomputes layer l from what was saved of it (its input h, and
 // maybe its attention output and lse) and pulls dhNext back through it, adding
 // the weight gradients into grads; it returns dh.
 func (e *Engine) layerBackward(ctx context.Context, l int, saved []*tensors.Tensor, dhNext *tensors.Tensor, bt batchTensors, grads Grads) (*tensors.Tensor, error) {
-	w := e.Params.Layer(l)
+	w, err := e.layer(l)
+	if err != nil {
+		return nil, err
+	}
 	h := saved[0]
 	q, k, v, err := e.Pieces.PreAttn(w, h, bt.cos, bt.sin)
 	if err != nil {
@@ -185,6 +229,9 @@ func (e *Engine) layerBackward(ctx context.Context, l int, saved []*tensors.Tens
 		o, lse = saved[1], saved[2]
 	} else if o, lse, err = e.Attn.Forward(ctx, q, k, v, bt.tok); err != nil {
 		return nil, err
+	}
+	if e.LoRA != nil {
+		return e.layerBackwardLoRA(ctx, l, w, h, q, k, v, o, lse, dhNext, bt, grads)
 	}
 	post, err := e.Pieces.PostAttnVJP(w, h, o, dhNext)
 	if err != nil {
@@ -207,6 +254,28 @@ func (e *Engine) layerBackward(ctx context.Context, l int, saved []*tensors.Tens
 	}
 	model.AddInto(post.H, pre.H) // the residual path and the attention path
 	return post.H, nil
+}
+
+// layerBackwardLoRA is layerBackward's second half for a model with adapters:
+// the gradients reach the adapters (and the norms when they train), never the
+// frozen projections.
+func (e *Engine) layerBackwardLoRA(ctx context.Context, l int, w model.LayerWeights, h, q, k, v, o, lse, dhNext *tensors.Tensor, bt batchTensors, grads Grads) (*tensors.Tensor, error) {
+	dhPost, do, gPost, err := e.LoRA.PostAttnVJP(e.Params, l, w, h, o, dhNext)
+	if err != nil {
+		return nil, err
+	}
+	dq, dk, dv, err := e.Attn.Backward(ctx, q, k, v, bt.tok, o, lse, do)
+	if err != nil {
+		return nil, err
+	}
+	dhPre, gPre, err := e.LoRA.PreAttnVJP(e.Params, l, w, h, bt.cos, bt.sin, dq, dk, dv)
+	if err != nil {
+		return nil, err
+	}
+	grads.addAll(gPost)
+	grads.addAll(gPre)
+	model.AddInto(dhPost, dhPre)
+	return dhPost, nil
 }
 
 // ActivationPeak is the most bytes the store held at once (with the layer being

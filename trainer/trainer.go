@@ -90,6 +90,12 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	var lora *model.LoRAPieces
+	if params.LoRA != nil {
+		if lora, err = model.NewLoRAPieces(backend, params.Config, *params.LoRA); err != nil {
+			return nil, err
+		}
+	}
 	loader, err := openData(c)
 	if err != nil {
 		return nil, err
@@ -114,13 +120,14 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			Store:         store,
 			KeepAttention: c.KeepAttention,
 			SeqLen:        c.SeqLen,
+			LoRA:          lora,
 		},
 		dist:        d,
 		backend:     backend,
 		loader:      loader,
 		opt:         optim.NewAdamW(c.AdamW),
 		grads:       NewGrads(params),
-		order:       params.Names(),
+		order:       params.Trainable(),
 		layerParams: layerParams(params),
 		otherParams: otherParams(params),
 	}, nil
@@ -144,7 +151,8 @@ func loadParams(c Config) (*model.Params, error) {
 	var p *model.Params
 	var err error
 	if c.From != "" {
-		if p, err = model.LoadHF(c.From, c.DType); err != nil {
+		// A folder with adapters (a LoRA run's checkpoint) is its merged model.
+		if p, err = model.LoadInference(c.From, c.DType); err != nil {
 			return nil, fmt.Errorf("trainer: model.from: %w", err)
 		}
 		if c.RopeScaling != nil {
@@ -155,6 +163,11 @@ func loadParams(c Config) (*model.Params, error) {
 		}
 	} else if p, err = model.Init(c.Model, c.DType, c.InitStd, c.Seed); err != nil {
 		return nil, err
+	}
+	if c.LoRA.Enabled() {
+		if err := model.AddLoRA(p, c.LoRA, c.Seed); err != nil {
+			return nil, fmt.Errorf("trainer: lora: %w", err)
+		}
 	}
 	tok, err := data.NewTokenizer(c.Tokenizer)
 	if err != nil {
@@ -337,7 +350,7 @@ func flat(t *tensors.Tensor, fn func(optim.Vec)) {
 
 func layerParams(p *model.Params) [][]string {
 	out := make([][]string, p.Config.Layers)
-	for _, name := range p.Names() {
+	for _, name := range p.Trainable() {
 		var l int
 		if _, err := fmt.Sscanf(name, "model.layers.%d.", &l); err == nil {
 			out[l] = append(out[l], name)
@@ -348,7 +361,7 @@ func layerParams(p *model.Params) [][]string {
 
 func otherParams(p *model.Params) []string {
 	var out []string
-	for _, name := range p.Names() {
+	for _, name := range p.Trainable() {
 		if !strings.HasPrefix(name, "model.layers.") {
 			out = append(out, name)
 		}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/gomlx/compute/dtypes"
 
@@ -26,6 +27,11 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		dt = dtypes.Float64
 	default:
 		return trainer.Config{}, fmt.Errorf("model.dtype %q not supported (float32 or float64)", r.Model.DType)
+	}
+	if r.LoRA.Rank > 0 && r.LoRA.Dropout > 0 {
+		// Adapters run merged into their weights; dropout on their input alone
+		// would need them apart.
+		return trainer.Config{}, fmt.Errorf("lora.dropout %v: dropout on the adapters is not supported yet; set it to 0", r.LoRA.Dropout)
 	}
 	var srcs []data.SourceConfig
 	for _, s := range r.Data.Sources {
@@ -54,6 +60,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		AttnBlockQ:    r.Memory.AttnBlockQ,
 		AttnBlockK:    r.Memory.AttnBlockK,
 		ShiftGroups:   r.Attention.ShiftGroups,
+		LoRA:          loraConfig(r.LoRA),
 		KeepAttention: r.Memory.Recompute == "except_attention",
 		Offload:       r.Memory.Offload,
 		MemoryLimit:   int64(r.Memory.LimitMiB) << 20,
@@ -96,4 +103,16 @@ func fromRopeScaling(r recipe.Recipe) *model.RopeScaling {
 		return nil
 	}
 	return &s
+}
+
+// loraConfig is the recipe's lora section as the model's adapter configuration
+// (the zero LoRA when rank is 0: no adapters).
+func loraConfig(l recipe.LoRAConfig) model.LoRA {
+	if l.Rank == 0 {
+		return model.LoRA{}
+	}
+	return model.LoRA{
+		Rank: l.Rank, Alpha: l.Alpha, Targets: l.Targets,
+		TrainEmbed: slices.Contains(l.Trainable, "embed"), TrainNorm: slices.Contains(l.Trainable, "norm"),
+	}
 }

@@ -1,0 +1,271 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// LoRAPieces are the pieces a model with adapters trains through. The forward
+// pieces of Pieces run unchanged on merged weights W + s B A (Layer merges a
+// layer's targeted projections: rank x in x out multiply-adds each, nothing
+// beside a step's token-sized work); the VJPs here pull the gradient back to
+// h, the adapters and the norms when they train, and never form a gradient of
+// a frozen weight. With y = x W'^T and W' = W + s B A:
+//
+//	dx = dy W'          dA = s (dy B)^T x          dB = s dy^T (x A^T)
+//
+// so an adapter's gradient costs L x rank x (in + out), not L x in x out.
+type LoRAPieces struct {
+	l                      LoRA
+	merge                  *Exec
+	preVJP, postVJP, headV *Exec
+	preT, postT            []string // the targeted suffixes of each piece, in input order
+}
+
+// NewLoRAPieces builds the pieces for a model configuration and its adapters.
+func NewLoRAPieces(backend compute.Backend, cfg Config, l LoRA) (*LoRAPieces, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	c, s := cfg, l.Scale()
+	lp := &LoRAPieces{
+		l:     l,
+		preT:  l.targetedSuffixes(QProj, KProj, VProj),
+		postT: l.targetedSuffixes(OProj, GateProj, UpProj, DownProj),
+	}
+	var err error
+	mk := func(name string, fn func([]*Node) []*Node) *Exec {
+		if err != nil {
+			return nil
+		}
+		var e *Exec
+		if e, err = NewExec(backend, fn); err != nil {
+			err = fmt.Errorf("model: piece %s: %w", name, err)
+			return nil
+		}
+		return e.WithName(name).SetMaxCache(64)
+	}
+	// in: w [out, in], a [r, in], b [out, r] -> w + s b a
+	lp.merge = mk("LoRAMerge", func(in []*Node) []*Node {
+		ba := DotGeneral(in[2], []int{1}, nil, in[1], []int{0}, nil)
+		return []*Node{Add(in[0], MulScalar(ba, s))}
+	})
+	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv, then (a, b) per targeted
+	// projection -> dh, [dnormW], (da, db) per targeted projection.
+	lp.preVJP = mk("PreAttnVJPLoRA", func(in []*Node) []*Node {
+		return preAttnBwdLoRA(c, l.TrainNorm, s, lp.preT, in)
+	})
+	// in: h, o, wo, normW, wg, wu, wd, dhNext, then (a, b) per targeted
+	// projection -> dh, do, [dnormW], (da, db) per targeted projection.
+	lp.postVJP = mk("PostAttnVJPLoRA", func(in []*Node) []*Node {
+		return postAttnBwdLoRA(c, l.TrainNorm, s, lp.postT, in)
+	})
+	// in: h, normW, wout, targets, weight, scale -> loss, dh, [dnormW], [dwout]
+	lp.headV = mk("HeadVJPLoRA", func(in []*Node) []*Node {
+		loss := headLoss(c, in[0], in[1], in[2], in[3], in[4], in[5])
+		wrt := []*Node{in[0]}
+		if l.TrainNorm {
+			wrt = append(wrt, in[1])
+		}
+		if lp.headOutTrains(c) {
+			wrt = append(wrt, in[2])
+		}
+		return append([]*Node{loss}, Gradient(loss, wrt...)...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return lp, nil
+}
+
+// headOutTrains: the output projection trains when it is the (trained) embedding.
+func (lp *LoRAPieces) headOutTrains(c Config) bool { return lp.l.TrainEmbed && c.TieEmbeddings }
+
+// Layer returns layer i's weights with the adapters merged into the targeted
+// projections (fresh tensors; the others are p's own).
+func (lp *LoRAPieces) Layer(p *Params, i int) (LayerWeights, error) {
+	w := p.Layer(i)
+	for _, slot := range []struct {
+		suffix string
+		t      **tensors.Tensor
+	}{{QProj, &w.Q}, {KProj, &w.K}, {VProj, &w.V}, {OProj, &w.O}, {GateProj, &w.Gate}, {UpProj, &w.Up}, {DownProj, &w.Down}} {
+		if !lp.l.Targeted(slot.suffix) {
+			continue
+		}
+		out, err := run(lp.merge, 1, *slot.t, p.Get(LoRAName(i, slot.suffix, "A")), p.Get(LoRAName(i, slot.suffix, "B")))
+		if err != nil {
+			return LayerWeights{}, err
+		}
+		*slot.t = out[0]
+	}
+	return w, nil
+}
+
+// adapterArgs appends layer i's (A, B) of each targeted suffix to args.
+func adapterArgs(p *Params, i int, suffixes []string, args []any) []any {
+	for _, s := range suffixes {
+		args = append(args, p.Get(LoRAName(i, s, "A")), p.Get(LoRAName(i, s, "B")))
+	}
+	return args
+}
+
+// collect names the gradients outs[k:] returns: the norm's when it trains, then
+// (dA, dB) per targeted suffix.
+func (lp *LoRAPieces) collect(i int, norm string, suffixes []string, outs []*tensors.Tensor) map[string]*tensors.Tensor {
+	g := map[string]*tensors.Tensor{}
+	if lp.l.TrainNorm {
+		g[LayerParam(i, norm)], outs = outs[0], outs[1:]
+	}
+	for j, s := range suffixes {
+		g[LoRAName(i, s, "A")], g[LoRAName(i, s, "B")] = outs[2*j], outs[2*j+1]
+	}
+	return g
+}
+
+func (lp *LoRAPieces) gradCount(suffixes []string) int {
+	n := 2 * len(suffixes)
+	if lp.l.TrainNorm {
+		n++
+	}
+	return n
+}
+
+// PreAttnVJP pulls (dq, dk, dv) back through layer i's PreAttn (w: merged
+// weights) to h and to what trains there, by parameter name.
+func (lp *LoRAPieces) PreAttnVJP(p *Params, i int, w LayerWeights, h, cos, sin, dq, dk, dv *tensors.Tensor) (dh *tensors.Tensor, grads map[string]*tensors.Tensor, err error) {
+	args := adapterArgs(p, i, lp.preT, []any{h, w.InputNorm, w.Q, w.K, w.V, cos, sin, dq, dk, dv})
+	out, err := run(lp.preVJP, 1+lp.gradCount(lp.preT), args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out[0], lp.collect(i, InputNorm, lp.preT, out[1:]), nil
+}
+
+// PostAttnVJP pulls dhNext back through layer i's PostAttn (w: merged weights)
+// to h, o and what trains there, by parameter name.
+func (lp *LoRAPieces) PostAttnVJP(p *Params, i int, w LayerWeights, h, o, dhNext *tensors.Tensor) (dh, do *tensors.Tensor, grads map[string]*tensors.Tensor, err error) {
+	args := adapterArgs(p, i, lp.postT, []any{h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down, dhNext})
+	out, err := run(lp.postVJP, 2+lp.gradCount(lp.postT), args...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return out[0], out[1], lp.collect(i, PostNorm, lp.postT, out[2:]), nil
+}
+
+// HeadVJP: the scaled loss, dh, and the gradients of what trains in the head
+// (the final norm with TrainNorm; the output weight when it is the trained
+// embedding), by parameter name.
+func (lp *LoRAPieces) HeadVJP(p *Params, h, targets, weight, scale *tensors.Tensor) (loss, dh *tensors.Tensor, grads map[string]*tensors.Tensor, err error) {
+	want := 2
+	if lp.l.TrainNorm {
+		want++
+	}
+	if lp.headOutTrains(p.Config) {
+		want++
+	}
+	out, err := run(lp.headV, want, h, p.Get("model.norm.weight"), p.OutputWeight(), targets, weight, scale)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	grads = map[string]*tensors.Tensor{}
+	rest := out[2:]
+	if lp.l.TrainNorm {
+		grads["model.norm.weight"], rest = rest[0], rest[1:]
+	}
+	if lp.headOutTrains(p.Config) {
+		grads["model.embed_tokens.weight"] = rest[0]
+	}
+	return out[0], out[1], grads, nil
+}
+
+// loraGrads: x [L, in] (and xT [in, L]), dy [L, out], a [r, in], b [out, r] ->
+// dA = s (dy b)^T x [r, in], dB = s dy^T (x a^T) [out, r].
+func loraGrads(x, xT, dy, a, b *Node, s float64) []*Node {
+	u := DotGeneral(dy, []int{1}, nil, b, []int{0}, nil) // [L, r]
+	z := linear(x, a)                                    // [L, r]
+	return []*Node{MulScalar(weightGrad(xT, u), s), MulScalar(weightGrad(transpose2(z), dy), s)}
+}
+
+// rmsNormBwdInput is rmsNormBwd's dh alone, for a norm that does not train.
+func rmsNormBwdInput(dx, n, r, w *Node) *Node {
+	dn := Mul(dx, ExpandAxes(w, 0))
+	proj := ReduceAndKeep(Mul(dn, n), ReduceMean, -1)
+	return Mul(r, Sub(dn, Mul(n, proj)))
+}
+
+// normBwd returns dh, and dw when trainNorm.
+func normBwd(trainNorm bool, dx, n, r, w *Node) []*Node {
+	if trainNorm {
+		dh, dw := rmsNormBwd(dx, n, r, w)
+		return []*Node{dh, dw}
+	}
+	return []*Node{rmsNormBwdInput(dx, n, r, w)}
+}
+
+// preAttnBwdLoRA: see LoRAPieces.preVJP.
+func preAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []*Node) []*Node {
+	h, normW, wq, wk, wv, cos, sin, dq, dk, dv := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9]
+	L := h.Shape().Dimensions[0]
+	n, r := rmsNormParts(h, c.NormEps)
+	x := Mul(n, ExpandAxes(normW, 0))
+	dy := map[string]*Node{
+		QProj: Reshape(ropeBwd(dq, cos, sin), L, -1),
+		KProj: Reshape(ropeBwd(dk, cos, sin), L, -1),
+		VProj: Reshape(dv, L, -1),
+	}
+	dx := Add(Add(inputGrad(dy[QProj], wq), inputGrad(dy[KProj], wk)), inputGrad(dy[VProj], wv))
+	outs := normBwd(trainNorm, dx, n, r, normW)
+	if len(targets) > 0 {
+		xT := transpose2(x)
+		for j, t := range targets {
+			outs = append(outs, loraGrads(x, xT, dy[t], in[10+2*j], in[11+2*j], s)...)
+		}
+	}
+	return outs
+}
+
+// postAttnBwdLoRA: see LoRAPieces.postVJP.
+func postAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []*Node) []*Node {
+	h, o, wo, normW, wg, wu, wd, dy := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
+	h2 := Add(h, linear(o, wo))
+	n, r := rmsNormParts(h2, c.NormEps)
+	x := Mul(n, ExpandAxes(normW, 0))
+	g, u := linear(x, wg), linear(x, wu)
+	sg := Sigmoid(g)
+	sl := Mul(g, sg)
+	m := Mul(sl, u)
+
+	dm := inputGrad(dy, wd)
+	du := Mul(dm, sl)
+	dg := Mul(Mul(dm, u), Mul(sg, OnePlus(Mul(g, OneMinus(sg)))))
+	dx := Add(inputGrad(dg, wg), inputGrad(du, wu))
+	nb := normBwd(trainNorm, dx, n, r, normW)
+	dh2 := Add(dy, nb[0])
+	outs := append([]*Node{dh2, inputGrad(dh2, wo)}, nb[1:]...)
+	var xT *Node
+	for j, t := range targets {
+		a, b := in[8+2*j], in[9+2*j]
+		switch t {
+		case OProj:
+			outs = append(outs, loraGrads(o, transpose2(o), dh2, a, b, s)...)
+		case GateProj, UpProj:
+			if xT == nil {
+				xT = transpose2(x)
+			}
+			d := dg
+			if t == UpProj {
+				d = du
+			}
+			outs = append(outs, loraGrads(x, xT, d, a, b, s)...)
+		case DownProj:
+			outs = append(outs, loraGrads(m, transpose2(m), dy, a, b, s)...)
+		}
+	}
+	return outs
+}

@@ -1,0 +1,275 @@
+package trainer_test
+
+import (
+	"context"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/trainer"
+)
+
+// randomizeB gives every lora_B random values: fresh adapters have B = 0, which
+// makes every dA zero and would let a wrong dA pass.
+func randomizeB(p *model.Params, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for _, n := range p.AdapterNames() {
+		if strings.HasSuffix(n, "lora_B.weight") {
+			t := p.T[n]
+			v := make([]float64, t.Size())
+			for i := range v {
+				v[i] = rng.NormFloat64() * 0.2
+			}
+			p.T[n] = model.FromFloat64(p.DType, v, t.Shape().Dimensions...)
+		}
+	}
+}
+
+// TestLoRAGradientsMatchFloat64Reference: with adapters, the gradients the
+// schedule computes are exactly those of what trains (adapters, and embed/norms
+// when asked), and equal autodiff of the plain float64 model whose targeted
+// weights are W + s B A; the frozen weights get no gradient at all.
+func TestLoRAGradientsMatchFloat64Reference(t *testing.T) {
+	backend := testBackend(t)
+	all := []string{"q", "k", "v", "o", "gate", "up", "down"}
+	cases := []struct {
+		name         string
+		dtype        dtypes.DType
+		tol          float64
+		tied, keep   bool
+		targets      []string
+		embed, norms bool
+	}{
+		{"float64 every target, embed and norms", dtypes.Float64, 1e-9, false, false, all, true, true},
+		{"float64 q and v only", dtypes.Float64, 1e-9, false, false, []string{"v", "q"}, false, false},
+		{"float64 tied, embed trains", dtypes.Float64, 1e-9, true, false, []string{"o", "down", "gate"}, true, false},
+		{"float64 keep attention, norms", dtypes.Float64, 1e-9, false, true, []string{"k", "up"}, false, true},
+		{"float32", dtypes.Float32, 1e-4, false, false, all, true, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := model.Config{Vocab: 32, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, MLPDim: 48,
+				RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: tc.tied}
+			lora := model.LoRA{Rank: 4, Alpha: 6, Targets: tc.targets, TrainEmbed: tc.embed, TrainNorm: tc.norms}
+			rng := rand.New(rand.NewPCG(7, 7))
+			b := packedBatch(rng, cfg.Vocab, 11, 13, 7)
+			ref64, err := model.Init(cfg, dtypes.Float64, 0.3, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := model.AddLoRA(ref64, lora, 5); err != nil {
+				t.Fatal(err)
+			}
+			randomizeB(ref64, 9)
+			params := &model.Params{Config: cfg, DType: tc.dtype, T: map[string]*tensors.Tensor{}, LoRA: ref64.LoRA}
+			for n, v := range ref64.T {
+				params.T[n] = model.FromFloat64(tc.dtype, model.ToFloat64(v), v.Shape().Dimensions...)
+			}
+			pieces, err := model.NewPieces(backend, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lp, err := model.NewLoRAPieces(backend, cfg, *params.LoRA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng := &trainer.Engine{Pieces: pieces, LoRA: lp, Params: params, Store: trainer.NewKeepStore(), KeepAttention: tc.keep,
+				Attn: &model.BlockAttention{P: pieces, BlockQ: 8, BlockK: 5}}
+			grads := trainer.NewGrads(params)
+			trainable := params.Trainable()
+			if got := slices.Sorted(maps.Keys(grads)); !slices.Equal(got, slices.Sorted(slices.Values(trainable))) {
+				t.Fatalf("gradient accumulators %v, want exactly the trainable %v", got, trainable)
+			}
+			loss, err := eng.ForwardBackward(context.Background(), b, 1/float64(b.NumTargets()), grads, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			base := cfg.ParamNames()
+			inputs := append(slices.Clone(base), ref64.AdapterNames()...)
+			s := lora.Scale()
+			ref, err := NewExec(backend, func(in []*Node) []*Node {
+				byName := map[string]*Node{}
+				for i, n := range inputs {
+					byName[n] = in[i]
+				}
+				eff := make([]*Node, len(base))
+				for i, n := range base {
+					eff[i] = byName[n]
+					if a, ok := byName[strings.TrimSuffix(n, ".weight")+".lora_A.weight"]; ok {
+						bm := byName[strings.TrimSuffix(n, ".weight")+".lora_B.weight"]
+						eff[i] = Add(eff[i], MulScalar(Einsum("or,ri->oi", bm, a), s))
+					}
+				}
+				k := len(inputs)
+				l := referenceLoss(cfg, base, eff, in[k], in[k+1], in[k+2], in[k+3], in[k+4], in[k+5])
+				wrt := make([]*Node, len(trainable))
+				for i, n := range trainable {
+					wrt[i] = byName[n]
+				}
+				return append([]*Node{l}, Gradient(l, wrt...)...)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mask, cos, sin := refInputs(cfg, b)
+			w := make([]float64, len(b.Weight))
+			for i, x := range b.Weight {
+				w[i] = float64(x)
+			}
+			var args []any
+			for _, n := range inputs {
+				args = append(args, ref64.T[n])
+			}
+			args = append(args, model.Int32s(b.Tokens), model.Int32s(b.Targets), tensors.FromFlatDataAndDimensions(w, len(w)), mask, cos, sin)
+			want, err := ref.Exec(args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := math.Abs(loss-model.ScalarValue(want[0])) / model.ScalarValue(want[0]); e > tc.tol {
+				t.Errorf("loss %.12g, reference %.12g: relative error %.3g", loss, model.ScalarValue(want[0]), e)
+			}
+			worst := 0.0
+			for i, n := range trainable {
+				e := relErr(model.ToFloat64(grads[n]), model.ToFloat64(want[i+1]))
+				worst = max(worst, e)
+				if e > tc.tol || math.IsNaN(e) {
+					t.Errorf("%s: relative error %.3g > %.0e", n, e, tc.tol)
+				}
+			}
+			t.Logf("%d trainable of %d tensors, worst relative error %.3g (tolerance %.0e)", len(trainable), len(params.T), worst, tc.tol)
+		})
+	}
+}
+
+// TestLoRAStateIsAdapterSized: with adapters the gradient buffers and AdamW's
+// moments are those of the adapters (plus what lora.trainable names), not the
+// model's; after training steps the frozen weights are bitwise what they were.
+func TestLoRAStateIsAdapterSized(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lora  model.LoRA
+		extra func(name string) bool // base weights that train
+	}{
+		{"adapters only", model.LoRA{Rank: 2, Alpha: 4, Targets: []string{"q", "v"}}, func(string) bool { return false }},
+		{"with embed and norms", model.LoRA{Rank: 4, Alpha: 8, Targets: []string{"q", "k", "v", "o"}, TrainEmbed: true, TrainNorm: true},
+			func(n string) bool { return model.IsEmbedding(n) || model.IsNorm(n) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := parityConfig(t, dtypes.Float32, 64, 1)
+			cfg.LoRA = tc.lora
+			tr, err := trainer.New(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			before := map[string][]float64{}
+			var adapterScalars, extraScalars, modelScalars int
+			for n, v := range tr.Params.T {
+				before[n] = model.ToFloat64(v)
+				switch {
+				case strings.Contains(n, ".lora_"):
+					adapterScalars += v.Size()
+				default:
+					modelScalars += v.Size()
+					if tc.extra(n) {
+						extraScalars += v.Size()
+					}
+				}
+			}
+			var st trainer.StepStats
+			for range 3 {
+				if st, err = tr.Step(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			trainedBytes := int64(4 * (adapterScalars + extraScalars))
+			if st.Memory.Optim != 2*trainedBytes {
+				t.Errorf("optimizer state %d bytes, want 2 moments x %d bytes of trained parameters (the model has %d bytes)",
+					st.Memory.Optim, trainedBytes, 4*modelScalars)
+			}
+			if st.Memory.Grads != trainedBytes {
+				t.Errorf("gradient buffers %d bytes, want %d", st.Memory.Grads, trainedBytes)
+			}
+			for n, v := range tr.Params.T {
+				now := model.ToFloat64(v)
+				moved := !slices.Equal(now, before[n])
+				trains := strings.Contains(n, ".lora_") || tc.extra(n)
+				if trains != moved {
+					t.Errorf("%s: trains %v but changed %v after 3 steps", n, trains, moved)
+				}
+			}
+			t.Logf("optimizer state %d bytes for %d adapter + %d base scalars; the model has %d scalars",
+				st.Memory.Optim, adapterScalars, extraScalars, modelScalars)
+		})
+	}
+}
+
+// TestLoRAParallelParity: adapters train the same on 2 and 4 workers (ring
+// and Ulysses over real gRPC) as on one.
+func TestLoRAParallelParity(t *testing.T) {
+	cfg := parityConfig(t, dtypes.Float64, 64, 2)
+	cfg.LoRA = model.LoRA{Rank: 3, Alpha: 6, Targets: []string{"q", "k", "v", "o", "gate", "up", "down"}, TrainEmbed: true, TrainNorm: true}
+	one := runWorkers(t, cfg, nil, "ring")[0]
+	for _, tc := range []struct {
+		workers  int
+		strategy string
+	}{{2, "ring"}, {4, "ring"}, {2, "ulysses"}} {
+		got := runWorkers(t, cfg, grpcTransports(t, tc.workers), tc.strategy)[0]
+		if e := math.Abs(got.loss-one.loss) / one.loss; e > 1e-9 {
+			t.Errorf("%d workers %s: loss %.12g, one worker %.12g", tc.workers, tc.strategy, got.loss, one.loss)
+		}
+		if len(got.grads) != len(one.grads) {
+			t.Fatalf("%d gradients, one worker %d", len(got.grads), len(one.grads))
+		}
+		for n, want := range one.grads {
+			if e := relErr(got.grads[n], want); e > 1e-9 {
+				t.Errorf("%d workers %s: %s relative error %.3g", tc.workers, tc.strategy, n, e)
+			}
+		}
+	}
+}
+
+// TestLoRAResumeIsExact: a run with adapters checkpointed after 2 steps and
+// resumed (on 2 workers, then on 1) continues bitwise; the checkpoint holds the
+// adapters as a PEFT adapter beside the base model, and refuses a recipe with
+// other adapters.
+func TestLoRAResumeIsExact(t *testing.T) {
+	cfg := parityConfig(t, dtypes.Float32, 64, 1)
+	cfg.LoRA = model.LoRA{Rank: 2, Alpha: 4, Targets: []string{"q", "v", "down"}, TrainNorm: true}
+	for _, workers := range []int{1, 2} {
+		whole := runLeg(t, cfg, leg{workers: workers, steps: 5})
+		a := runLeg(t, cfg, leg{workers: workers, steps: 2, ckptDir: t.TempDir()})
+		b := runLeg(t, cfg, leg{workers: workers, from: a.ckpt, steps: 3})
+		got := append(a.losses, b.losses...)
+		for i, want := range whole.losses {
+			if got[i] != want {
+				t.Errorf("%d workers, step %d: loss %.9g, uninterrupted %.9g", workers, i+1, got[i], want)
+			}
+		}
+		for name, want := range whole.params {
+			if !slices.Equal(b.params[name], want) {
+				t.Errorf("%d workers: %s differs after resume", workers, name)
+			}
+		}
+		if workers == 1 {
+			other := cfg
+			other.LoRA.Rank = 4
+			tr, err := trainer.New(other, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tr.Resume(a.ckpt); err == nil || !strings.Contains(err.Error(), "adapters") {
+				t.Errorf("resume with rank 4 from a rank 2 checkpoint: %v, want a refusal naming the adapters", err)
+			}
+		}
+	}
+}
