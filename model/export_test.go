@@ -134,6 +134,12 @@ func TestExportHFLogits(t *testing.T) {
 // Returns logits [L, V].
 func forwardLogits(t testing.TB, pieces *model.Pieces, p *model.Params, tokens []int32) *tensors.Tensor {
 	t.Helper()
+	return forwardWith(t, pieces, p, tokens, func(l int) (model.LayerWeights, error) { return p.Layer(l), nil })
+}
+
+// forwardWith is forwardLogits with each layer's weights from layer.
+func forwardWith(t testing.TB, pieces *model.Pieces, p *model.Params, tokens []int32, layer func(int) (model.LayerWeights, error)) *tensors.Tensor {
+	t.Helper()
 	tok := model.Tokens{Pos: make([]int32, len(tokens)), Doc: make([]int32, len(tokens))}
 	for i := range tok.Pos {
 		tok.Pos[i] = int32(i)
@@ -142,7 +148,10 @@ func forwardLogits(t testing.TB, pieces *model.Pieces, p *model.Params, tokens [
 	ba := &model.BlockAttention{P: pieces, BlockQ: 4, BlockK: 4}
 	h := model.Embed(p.Get("model.embed_tokens.weight"), tokens)
 	for l := range p.Config.Layers {
-		w := p.Layer(l)
+		w, err := layer(l)
+		if err != nil {
+			t.Fatal(err)
+		}
 		q, k, v, err := pieces.PreAttn(w, h, cos, sin)
 		if err != nil {
 			t.Fatal(err)

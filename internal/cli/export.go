@@ -18,14 +18,15 @@ func newExportCmd() *cobra.Command {
 		out      string
 		dtype    string
 		maxShard int64
+		base     string
 	)
 	cmd := &cobra.Command{
-		Use:   "export CKPT --format hf --out DIR",
-		Short: "Write a checkpoint as a Hugging Face model folder (CKPT: a checkpoint folder, or a run directory for its latest)",
+		Use:   "export CKPT --format hf|peft --out DIR",
+		Short: "Write a checkpoint as a Hugging Face model folder (LoRA merged) or a PEFT adapter folder (CKPT: a checkpoint folder, or a run directory for its latest)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != "hf" {
-				return fmt.Errorf("export: --format %q: only hf is supported so far (peft comes with LoRA)", format)
+			if format != "hf" && format != "peft" {
+				return fmt.Errorf("export: --format %q: hf or peft", format)
 			}
 			if out == "" {
 				return fmt.Errorf("export: --out DIR is required")
@@ -60,15 +61,37 @@ func newExportCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("export: %w", err)
 			}
-			if err := model.ExportHF(out, p, model.HFExport{DType: dtype, MaxShardBytes: maxShard}); err != nil {
+			if has, err := model.HasAdapters(dir); err != nil {
 				return fmt.Errorf("export: %w", err)
+			} else if has {
+				if err := model.ReadAdapters(dir, p); err != nil {
+					return fmt.Errorf("export: %w", err)
+				}
+			}
+			switch format {
+			case "peft":
+				if p.LoRA == nil {
+					return fmt.Errorf("export: --format peft: %s has no LoRA adapters (it was trained without lora); use --format hf", dir)
+				}
+				if err := model.WritePEFT(out, p, 0, base, dtype); err != nil {
+					return fmt.Errorf("export: %w", err)
+				}
+			default:
+				merged, err := model.MergeLoRA(p) // no-op without adapters
+				if err != nil {
+					return fmt.Errorf("export: %w", err)
+				}
+				if err := model.ExportHF(out, merged, model.HFExport{DType: dtype, MaxShardBytes: maxShard}); err != nil {
+					return fmt.Errorf("export: %w", err)
+				}
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "torus: exported %s (step %d, %.2fM parameters) to %s as %s in %s\n",
 				dir, c.Manifest.Step, float64(p.NumParams())/1e6, out, dtype, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "hf", "hf: a Hugging Face LlamaForCausalLM folder")
+	cmd.Flags().StringVar(&format, "format", "hf", "hf: a Hugging Face LlamaForCausalLM folder, LoRA adapters merged into the weights | peft: adapter_config.json + adapter_model.safetensors")
+	cmd.Flags().StringVar(&base, "base-model", "", "peft: base_model_name_or_path to record (the folder or hub name of the base model)")
 	cmd.Flags().StringVar(&out, "out", "", "the folder to write")
 	cmd.Flags().StringVar(&dtype, "dtype", "float32", "float32 | bfloat16 | float16")
 	cmd.Flags().Int64Var(&maxShard, "max-shard-bytes", 0, "largest weight file; bigger models are sharded with model.safetensors.index.json (0: 5 GB, as transformers)")
