@@ -108,7 +108,13 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	if err := mf.Sync(); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	if err := model.SaveHF(dir.Final(), t.Params, ""); err != nil {
+	// The final model is a plain Hugging Face folder: adapters merged in (the
+	// checkpoints keep them apart, for resume and export --format peft).
+	final, err := model.MergeLoRA(t.Params)
+	if err != nil {
+		return fmt.Errorf("save final model: %w", err)
+	}
+	if err := model.SaveHF(dir.Final(), final, ""); err != nil {
 		return fmt.Errorf("save final model: %w", err)
 	}
 	return nil
