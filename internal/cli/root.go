@@ -35,6 +35,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newTrainCmd(), newRecipeCmd(), newCkptCmd(), newExportCmd(), newWorkerCmd(), newPlanCmd())
+	root.AddCommand(newTrainCmd(), newRecipeCmd(), newCkptCmd(), newExportCmd(), newWorkerCmd(), newPlanCmd(),
+		newEvalCmd(), newGenerateCmd())
 	return root
 }
