@@ -127,6 +127,8 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	sft := write(t, dir, "sft.jsonl", `{"prompt": "hi", "response": "hello"}`+"\n"+`{"prompt": "bye"}`+"\n")
+	sftRecipe := strings.Replace(good, "    - type: text_file\n      path: "+data, "    - type: sft\n      path: "+sft, 1)
 	cases := []struct {
 		name   string
 		recipe string
@@ -142,6 +144,11 @@ func TestBadInput(t *testing.T) {
 		{"seq_len below 2", strings.Replace(good, "seq_len: 16", "seq_len: 1", 1), nil, []string{"data.seq_len", "r.yaml:12"}},
 		{"kv_heads not dividing heads", strings.Replace(good, "kv_heads: 1", "kv_heads: 3", 1), nil, []string{"kv_heads", "r.yaml:6"}},
 		{"bad --set", good, []string{"--set", "optim.lrr=1"}, []string{"optim.lrr"}},
+		{"lora target that does not exist", good + "lora:\n  rank: 4\n  targets: [q, qkv]\n", nil, []string{"lora.targets.1", `"qkv"`, "r.yaml:23"}},
+		{"lora rank 0", good + "lora: {rank: 0}\n", nil, []string{"lora.rank", "r.yaml:21"}},
+		{"sft record without a response", sftRecipe, nil, []string{"sft.jsonl:2", `"response"`}},
+		{"unknown rope_scaling type", strings.Replace(good, "  mlp_dim: 32", "  mlp_dim: 32\n  rope_scaling: {type: ntk-aware, factor: 2}", 1), nil,
+			[]string{"model.rope_scaling.type", `"ntk-aware"`, "r.yaml:8"}},
 		{"truncated safetensors", good + "  from: " + truncated + "\n", nil, []string{"model.safetensors"}},
 		{"lying safetensors header", good + "  from: " + lying + "\n", nil, []string{"model.safetensors"}},
 	}
