@@ -20,7 +20,7 @@ var allowed = map[string][]string{
 	"internal/cli":    {"launch", "trainer", "eval", "checkpoint", "recipe", "data", "model", "optim", "plan"},
 	"trainer":         {"model", "parallel", "data", "optim", "checkpoint"},
 	"launch":          {"parallel"},
-	"eval":            {"model", "data", "trainer", "checkpoint"},
+	"eval":            {"model", "data", "checkpoint"},
 	"checkpoint":      {"model", "data", "optim"},
 	"parallel":        {"model"},
 	"model":           {},
