@@ -27,6 +27,13 @@ type Peers struct {
 // LocalConfig is a job of Workers processes on this machine.
 type LocalConfig struct {
 	Workers int
+	// Ranks, if set, are the global ranks of the Workers processes (one node
+	// of a job that spans machines); default 0 ... Workers-1.
+	Ranks []int
+	// SelfRendezvous: the workers find each other themselves (memberlist, see
+	// JoinCluster); the launcher neither waits for their listen lines nor
+	// sends them peers.
+	SelfRendezvous bool
 	// Command returns the command line of rank's worker process.
 	Command func(rank int) (path string, args []string)
 	// Stderr receives rank 0's standard error as is (its progress display) and
@@ -74,6 +81,14 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 	if c.Grace == 0 {
 		c.Grace = 5 * time.Second
 	}
+	if c.Ranks == nil {
+		for r := range c.Workers {
+			c.Ranks = append(c.Ranks, r)
+		}
+	}
+	if len(c.Ranks) != c.Workers {
+		return fmt.Errorf("launch: %d ranks for %d workers", len(c.Ranks), c.Workers)
+	}
 	var mu sync.Mutex // serialises writes to c.Stderr
 	procs := make([]*proc, c.Workers)
 	stopAll := func() {
@@ -102,13 +117,19 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 			<-p.exited
 		}
 	}
-	for r := range c.Workers {
+	for i, r := range c.Ranks {
 		p, err := start(r, c, &mu)
 		if err != nil {
 			stopAll()
 			return err
 		}
-		procs[r] = p
+		procs[i] = p
+	}
+	if c.SelfRendezvous {
+		for _, p := range procs {
+			_ = p.stdin.Close()
+		}
+		return watch(ctx, procs, stopAll)
 	}
 	// Rendezvous: collect every address, then tell everyone.
 	addrs := make([]string, c.Workers)
@@ -136,15 +157,19 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		_, _ = p.stdin.Write(append(line, '\n'))
 		_ = p.stdin.Close()
 	}
-	// Watch: the first failure stops the job.
-	exits := make(chan exit, c.Workers)
+	return watch(ctx, procs, stopAll)
+}
+
+// watch waits for every worker to exit; the first failure stops the others.
+func watch(ctx context.Context, procs []*proc, stopAll func()) error {
+	exits := make(chan exit, len(procs))
 	for _, p := range procs {
 		go func() {
 			<-p.exited
 			exits <- exit{p.rank, p.err, p.stopped.Load()}
 		}()
 	}
-	for range c.Workers {
+	for range procs {
 		select {
 		case e := <-exits:
 			if e.err != nil {

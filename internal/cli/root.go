@@ -37,5 +37,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(newTrainCmd(), newRecipeCmd(), newCkptCmd(), newExportCmd(), newWorkerCmd(), newPlanCmd(),
 		newEvalCmd(), newGenerateCmd())
+	root.AddCommand(newLaunchCmd())
 	return root
 }

@@ -58,6 +58,7 @@ func newWorkerCmd() *cobra.Command {
 		world    int
 		listen   string
 		from     string
+		rdzv     rdzvFlags
 	)
 	cmd := &cobra.Command{
 		Use:    "worker RECIPE.yaml --rank R --world N",
@@ -75,18 +76,41 @@ func newWorkerCmd() *cobra.Command {
 			if rank < 0 || rank >= world {
 				return fmt.Errorf("worker: --rank %d outside [0, %d)", rank, world)
 			}
+			if listen == "" {
+				listen = "127.0.0.1:0"
+				if rdzv.addr != "" { // the interface of the route to the rendezvous, not every one
+					ip, err := launch.RouteIP(rdzv.addr)
+					if err != nil {
+						return fmt.Errorf("worker rank %d: %w", rank, err)
+					}
+					listen = net.JoinHostPort(ip, "0")
+				}
+			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("worker rank %d: listen on %s: %w", rank, listen, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", launch.ListenPrefix, ln.Addr())
-			peers, err := readPeers(cmd.InOrStdin(), world)
-			if err != nil {
-				ln.Close()
-				return fmt.Errorf("worker rank %d: %w", rank, err)
+			ctx, cancel := context.WithCancelCause(cmd.Context())
+			defer cancel(nil)
+			var addrs []string
+			if rdzv.addr == "" { // started by torus train: the launcher hands out the addresses
+				fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", launch.ListenPrefix, ln.Addr())
+				peers, err := readPeers(cmd.InOrStdin(), world)
+				if err != nil {
+					ln.Close()
+					return fmt.Errorf("worker rank %d: %w", rank, err)
+				}
+				addrs = peers.Addrs
+			} else {
+				cl, err := joinCluster(ctx, cancel, rdzv, rank, world, ln.Addr().String())
+				if err != nil {
+					ln.Close()
+					return fmt.Errorf("worker rank %d: %w", rank, err)
+				}
+				defer cl.Close()
+				addrs = cl.addrs
 			}
-			ctx := cmd.Context()
-			t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: peers.Addrs, Listener: ln})
+			t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: addrs, Listener: ln})
 			if err != nil {
 				return fmt.Errorf("worker rank %d: connect: %w", rank, err)
 			}
@@ -108,7 +132,11 @@ func newWorkerCmd() *cobra.Command {
 	cmd.Flags().IntVar(&rank, "rank", -1, "this worker's rank")
 	cmd.Flags().IntVar(&world, "world", 0, "number of workers")
 	cmd.Flags().StringVar(&from, "resume-from", "", "checkpoint folder to resume from")
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to serve the other workers on")
+	cmd.Flags().StringVar(&listen, "listen", "", "address to serve the other workers on (default 127.0.0.1:0, or with --rdzv the address of the route to it, port 0)")
+	cmd.Flags().StringVar(&rdzv.addr, "rdzv", "", "HOST:PORT of the memberlist rendezvous (rank 0 serves it); without it the peers come from stdin (torus train)")
+	cmd.Flags().StringVar(&rdzv.job, "job", "torus", "job id: only workers of one job join each other")
+	cmd.Flags().IntVar(&rdzv.node, "node", 0, "this worker's node rank (carried in its membership metadata)")
+	cmd.Flags().StringVar(&rdzv.bind, "gossip-bind", "", "address gossip listens on (default the address of the route to --rdzv)")
 	return cmd
 }
 

@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/torusml/torus/launch"
+)
+
+func newLaunchCmd() *cobra.Command {
+	var (
+		sets     []string
+		out      string
+		progress string
+		o        = launch.Overrides{NodeRank: -1}
+		bind     string
+	)
+	cmd := &cobra.Command{
+		Use:   "launch RECIPE.yaml --nodes N --node-rank I --workers-per-node K --rdzv HOST:PORT",
+		Short: "Train across machines: start this node's workers, which meet the others' through memberlist",
+		Long: `Run once on every node. Each node starts its workers; they join a memberlist
+cluster seeded at the rendezvous address (served by the worker of rank 0, so
+--rdzv must name node 0), wait for the whole world, order the ring by rank and
+open gRPC streams to their neighbours. Under srun, a Kubernetes indexed Job or
+torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+MASTER_ADDR, MASTER_PORT) the placement is read from the environment; flags
+override it. See docs/launch.md.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := launch.ParsePlacement(os.Getenv, o)
+			if err != nil {
+				return err
+			}
+			r, err := loadRecipe(args[0], sets, progress)
+			if err != nil {
+				return err
+			}
+			if p.World() != r.Parallel.Workers {
+				return fmt.Errorf("launch: %d nodes x %d workers per node = %d workers, but the recipe has parallel.workers %d (set it with --set parallel.workers=%d)",
+					p.Nodes, p.WorkersPerNode, p.World(), r.Parallel.Workers, p.World())
+			}
+			if out == "" {
+				out = filepath.Join("runs", r.Name+"-"+p.JobID)
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("launch: find this executable: %w", err)
+			}
+			w := cmd.ErrOrStderr()
+			fmt.Fprintf(w, "torus: launch (%s): job %s, node %d of %d, ranks %v of %d, rendezvous %s, run directory %s\n",
+				p.Source, p.JobID, p.NodeRank, p.Nodes, p.Ranks, p.World(), p.Rdzv, out)
+			err = launch.RunLocal(cmd.Context(), launch.LocalConfig{
+				Workers:        len(p.Ranks),
+				Ranks:          p.Ranks,
+				SelfRendezvous: true,
+				Stderr:         w,
+				Command: func(rank int) (string, []string) {
+					a := []string{"worker", args[0], "--rank", strconv.Itoa(rank), "--world", strconv.Itoa(p.World()),
+						"--out", out, "--progress", r.Log.Progress, "--rdzv", p.Rdzv, "--job", p.JobID, "--node", strconv.Itoa(p.NodeRank)}
+					if bind != "" {
+						a = append(a, "--gossip-bind", bind, "--listen", bind+":0")
+					}
+					for _, s := range sets {
+						a = append(a, "--set", s)
+					}
+					return self, a
+				},
+				OnStart: func(rank, pid int) { fmt.Fprintf(w, "torus: worker rank %d pid %d\n", rank, pid) },
+			})
+			if err != nil {
+				return fmt.Errorf("launch: node %d: %w", p.NodeRank, err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Nodes, "nodes", 0, "node count (default: from Slurm, Kubernetes or torchrun variables)")
+	f.IntVar(&o.NodeRank, "node-rank", -1, "this node's rank in [0, nodes) (default: from the environment)")
+	f.IntVar(&o.WorkersPerNode, "workers-per-node", 0, "workers this node starts (default 1, or from the environment)")
+	f.StringVar(&o.Rdzv, "rdzv", "", "HOST:PORT of the rendezvous on node 0 (default: from the environment, port 29400)")
+	f.StringVar(&o.JobID, "job-id", "", "job id: only members of one job join each other (default: the scheduler's, or torus)")
+	f.StringVar(&bind, "bind", "", "IP address the workers listen on, gossip and gRPC (default: the address of the route to the rendezvous host)")
+	f.StringArrayVar(&sets, "set", nil, "override a recipe key: --set optim.lr=3e-4 (repeatable)")
+	f.StringVar(&out, "out", "", "run directory, written by rank 0 (default runs/NAME-JOBID)")
+	f.StringVar(&progress, "progress", "", "progress display: auto|bar|plain|none (default: the recipe's log.progress)")
+	return cmd
+}
+
+// rdzvFlags are a worker's membership flags (set by torus launch).
+type rdzvFlags struct {
+	addr, job, bind string
+	node            int
+}
+
+// workerCluster is a worker's membership once the world has formed.
+type workerCluster struct {
+	*launch.Cluster
+	addrs []string // every rank's gRPC address, in rank (ring) order
+}
+
+// joinCluster joins the job's memberlist cluster, waits for every rank and
+// returns their addresses; when the failure detector later declares a member
+// dead, it cancels ctx with that as the cause.
+func joinCluster(ctx context.Context, cancel context.CancelCauseFunc, f rdzvFlags, rank, world int, addr string) (*workerCluster, error) {
+	devices := []string{"cpu"}
+	if v := os.Getenv("CUDA_VISIBLE_DEVICES"); v != "" {
+		devices = strings.Split(v, ",")
+	}
+	cl, err := launch.JoinCluster(ctx, launch.ClusterConfig{
+		Self:   launch.Member{Job: f.job, Rank: rank, Node: f.node, Addr: addr, Devices: devices},
+		World:  world,
+		Rdzv:   f.addr,
+		BindIP: f.bind,
+	})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	members, err := cl.Wait(ctx)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	addrs := make([]string, len(members))
+	for i, m := range members {
+		addrs[i] = m.Addr
+	}
+	if rank == 0 {
+		fmt.Fprintf(os.Stderr, "torus: cluster formed in %s: %d workers, ring %s\n", time.Since(start).Round(time.Millisecond), world, strings.Join(addrs, " -> "))
+	}
+	go func() {
+		select {
+		case m := <-cl.Lost():
+			cancel(fmt.Errorf("cluster: rank %d (%s, node %d) is dead", m.Rank, m.Addr, m.Node))
+		case <-ctx.Done():
+		}
+	}()
+	return &workerCluster{Cluster: cl, addrs: addrs}, nil
+}
