@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -52,6 +53,7 @@ type Cluster struct {
 	log     *slog.Logger
 	changed chan struct{} // a member joined, left or changed; buffered, 1
 	lost    chan Member   // a member of the formed world is gone; buffered
+	closing atomic.Bool   // Close began: memberlist's errors from then on are its shutdown's
 	mu      sync.Mutex
 	formed  bool
 }
@@ -116,7 +118,7 @@ func JoinCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	mc.Delegate = metaDelegate(meta)
 	mc.Events = c
 	mc.SecretKey = cfg.Key
-	mc.Logger = log.New(&slogWriter{l: c.log.With("rank", self.Rank)}, "", 0)
+	mc.Logger = log.New(&slogWriter{l: c.log.With("rank", self.Rank), closing: &c.closing}, "", 0)
 	if c.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("cluster: rank %d: gossip on %s:%d: %w", self.Rank, mc.BindAddr, mc.BindPort, err)
 	}
@@ -224,6 +226,7 @@ func (c *Cluster) Lost() <-chan Member { return c.lost }
 
 // Close leaves the cluster (telling the others) and stops gossiping.
 func (c *Cluster) Close() error {
+	c.closing.Store(true)
 	err := c.ml.Leave(time.Second)
 	return errors.Join(err, c.ml.Shutdown())
 }
@@ -244,7 +247,7 @@ func (c *Cluster) NotifyLeave(n *memberlist.Node) {
 		return
 	}
 	if n.State != memberlist.StateDead { // it left: its work is done
-		c.log.Info("cluster: member left", "rank", c.cfg.Self.Rank, "left_rank", m.Rank, "addr", n.Address())
+		c.log.Debug("cluster: member left", "rank", c.cfg.Self.Rank, "left_rank", m.Rank, "addr", n.Address())
 		return
 	}
 	c.log.Warn("cluster: member dead", "rank", c.cfg.Self.Rank, "lost_rank", m.Rank, "addr", n.Address())
@@ -272,11 +275,15 @@ func (d metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 // slogWriter passes memberlist's warnings and errors to slog; its debug and
 // info lines (every probe) are dropped.
-type slogWriter struct{ l *slog.Logger }
+type slogWriter struct {
+	l       *slog.Logger
+	closing *atomic.Bool
+}
 
 func (w *slogWriter) Write(p []byte) (int, error) {
 	line := string(bytes.TrimSpace(p))
 	switch {
+	case w.closing.Load():
 	case bytes.Contains(p, []byte("[ERR]")):
 		w.l.Error(line)
 	case bytes.Contains(p, []byte("[WARN]")):
