@@ -28,6 +28,9 @@ type GRPCConfig struct {
 	Keepalive       time.Duration // a peer silent this long is pinged, and lost if silent as long again; default 5 s, at least 1 s
 	CloseTimeout    time.Duration // how long Close waits for peers to take its goodbye; default 5 s
 	Logger          *slog.Logger  // default slog.Default()
+	// Token, when set, is the cluster token every stream to and from this
+	// rank carries; a stream without it is refused and logged (grpc_auth.go).
+	Token string
 }
 
 // withDefaults fills the zero fields.
@@ -163,6 +166,7 @@ func NewGRPC(ctx context.Context, cfg GRPCConfig) (*GRPCTransport, error) {
 		grpc.MaxRecvMsgSize(maxFrameBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive, Timeout: cfg.Keepalive}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPing, PermitWithoutStream: true}),
+		grpc.StreamInterceptor(t.authStream),
 	)
 	t.server.RegisterService(&exchangeService, t)
 	t.wg.Go(func() {

@@ -185,7 +185,10 @@ func (t *GRPCTransport) connect(ctx context.Context, to int) (*peerOut, error) {
 		if err == nil {
 			return p, nil
 		}
-		if status.Code(err) == codes.FailedPrecondition || errors.Is(err, ErrProtocol) {
+		if status.Code(err) == codes.Unauthenticated {
+			t.log.Error("parallel: refused by a peer", "rank", t.rank, "peer", to, "addr", addr, "err", status.Convert(err).Message())
+		}
+		if c := status.Code(err); c == codes.FailedPrecondition || c == codes.Unauthenticated || errors.Is(err, ErrProtocol) {
 			_ = conn.Close()
 			return nil, fmt.Errorf("connect to rank %d at %s: %w", to, addr, err)
 		}
@@ -200,8 +203,8 @@ func (t *GRPCTransport) connect(ctx context.Context, to int) (*peerOut, error) {
 
 // handshake opens one stream on conn, says hello and checks the answer.
 func (t *GRPCTransport) handshake(ctx context.Context, conn *grpc.ClientConn, to int) (*peerOut, error) {
-	sctx, cancel := context.WithCancel(t.ctx) // the stream lives as long as the transport...
-	stop := context.AfterFunc(ctx, cancel)    // ...or until ctx ends, while connecting
+	sctx, cancel := context.WithCancel(t.withToken(t.ctx)) // the stream lives as long as the transport...
+	stop := context.AfterFunc(ctx, cancel)                 // ...or until ctx ends, while connecting
 	stream, err := conn.NewStream(sctx, &exchangeService.Streams[0], grpcMethod, grpc.WaitForReady(true))
 	var ack frame
 	if err == nil {
