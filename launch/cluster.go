@@ -3,6 +3,9 @@ package launch
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +15,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,7 +137,13 @@ func JoinCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		}
 		if time.Now().After(deadline) {
 			c.ml.Shutdown()
-			return nil, fmt.Errorf("cluster: rank %d could not join the rendezvous %s within %s: %w", self.Rank, cfg.Rdzv, cfg.JoinTimeout, err)
+			hint := ""
+			if cfg.Key != nil {
+				hint = " (is the cluster secret the same on every node?)"
+			}
+			// memberlist's error lists one line per seed: make it one line.
+			why := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "1 error occurred:", "")), " ")
+			return nil, fmt.Errorf("cluster: rank %d could not join the rendezvous %s within %s%s: %s", self.Rank, cfg.Rdzv, cfg.JoinTimeout, hint, why)
 		}
 		select {
 		case <-ctx.Done():
@@ -293,3 +303,16 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*slogWriter)(nil)
+
+// ClusterKeys derives, from the cluster secret, the key that encrypts and
+// authenticates gossip (AES-256-GCM) and the token every gRPC stream carries
+// (parallel.GRPCConfig.Token). Each is an HMAC-SHA256 of the secret with its
+// own label, so neither gives away the other or the secret.
+func ClusterKeys(secret []byte) (gossip []byte, token string) {
+	mac := func(label string) []byte {
+		h := hmac.New(sha256.New, secret)
+		h.Write([]byte(label))
+		return h.Sum(nil)
+	}
+	return mac("torus gossip v1"), hex.EncodeToString(mac("torus grpc v1"))
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -21,6 +22,8 @@ func newLaunchCmd() *cobra.Command {
 		progress string
 		o        = launch.Overrides{NodeRank: -1}
 		bind     string
+		keyFile  string
+		joinWait time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "launch RECIPE.yaml --nodes N --node-rank I --workers-per-node K --rdzv HOST:PORT",
@@ -49,6 +52,10 @@ override it. See docs/launch.md.`,
 			if out == "" {
 				out = filepath.Join("runs", r.Name+"-"+p.JobID)
 			}
+			secret, err := clusterSecret(keyFile)
+			if err != nil {
+				return err
+			}
 			self, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("launch: find this executable: %w", err)
@@ -56,6 +63,9 @@ override it. See docs/launch.md.`,
 			w := cmd.ErrOrStderr()
 			fmt.Fprintf(w, "torus: launch (%s): job %s, node %d of %d, ranks %v of %d, rendezvous %s, run directory %s\n",
 				p.Source, p.JobID, p.NodeRank, p.Nodes, p.Ranks, p.World(), p.Rdzv, out)
+			if secret == nil {
+				fmt.Fprintf(w, "torus: warning: no cluster secret (TORUS_CLUSTER_KEY or --key-file): anyone who reaches these ports can join the job and send it tensors\n")
+			}
 			err = launch.RunLocal(cmd.Context(), launch.LocalConfig{
 				Workers:        len(p.Ranks),
 				Ranks:          p.Ranks,
@@ -64,6 +74,12 @@ override it. See docs/launch.md.`,
 				Command: func(rank int) (string, []string) {
 					a := []string{"worker", args[0], "--rank", strconv.Itoa(rank), "--world", strconv.Itoa(p.World()),
 						"--out", out, "--progress", r.Log.Progress, "--rdzv", p.Rdzv, "--job", p.JobID, "--node", strconv.Itoa(p.NodeRank)}
+					if keyFile != "" { // TORUS_CLUSTER_KEY reaches the workers through their environment
+						a = append(a, "--key-file", keyFile)
+					}
+					if joinWait != 0 {
+						a = append(a, "--join-timeout", joinWait.String())
+					}
 					if bind != "" {
 						a = append(a, "--gossip-bind", bind, "--listen", bind+":0")
 					}
@@ -87,6 +103,8 @@ override it. See docs/launch.md.`,
 	f.StringVar(&o.Rdzv, "rdzv", "", "HOST:PORT of the rendezvous on node 0 (default: from the environment, port 29400)")
 	f.StringVar(&o.JobID, "job-id", "", "job id: only members of one job join each other (default: the scheduler's, or torus)")
 	f.StringVar(&bind, "bind", "", "IP address the workers listen on, gossip and gRPC (default: the address of the route to the rendezvous host)")
+	f.StringVar(&keyFile, "key-file", "", "file holding the cluster secret (default: $TORUS_CLUSTER_KEY); every node must have the same one")
+	f.DurationVar(&joinWait, "join-timeout", 0, "how long a worker waits for the rendezvous and the whole world (default 5m)")
 	f.StringArrayVar(&sets, "set", nil, "override a recipe key: --set optim.lr=3e-4 (repeatable)")
 	f.StringVar(&out, "out", "", "run directory, written by rank 0 (default runs/NAME-JOBID)")
 	f.StringVar(&progress, "progress", "", "progress display: auto|bar|plain|none (default: the recipe's log.progress)")
@@ -95,8 +113,28 @@ override it. See docs/launch.md.`,
 
 // rdzvFlags are a worker's membership flags (set by torus launch).
 type rdzvFlags struct {
-	addr, job, bind string
-	node            int
+	addr, job, bind, keyFile string
+	node                     int
+	joinTimeout              time.Duration
+}
+
+// clusterSecret reads the cluster secret from keyFile, else from
+// TORUS_CLUSTER_KEY; nil when neither is set.
+func clusterSecret(keyFile string) ([]byte, error) {
+	if keyFile == "" {
+		if v := os.Getenv("TORUS_CLUSTER_KEY"); v != "" {
+			return []byte(v), nil
+		}
+		return nil, nil
+	}
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster secret: %w", err)
+	}
+	if b = bytes.TrimSpace(b); len(b) == 0 {
+		return nil, fmt.Errorf("cluster secret: --key-file %s is empty", keyFile)
+	}
+	return b, nil
 }
 
 // workerCluster is a worker's membership once the world has formed.
@@ -108,16 +146,18 @@ type workerCluster struct {
 // joinCluster joins the job's memberlist cluster, waits for every rank and
 // returns their addresses; when the failure detector later declares a member
 // dead, it cancels ctx with that as the cause.
-func joinCluster(ctx context.Context, cancel context.CancelCauseFunc, f rdzvFlags, rank, world int, addr string) (*workerCluster, error) {
+func joinCluster(ctx context.Context, cancel context.CancelCauseFunc, f rdzvFlags, gossipKey []byte, rank, world int, addr string) (*workerCluster, error) {
 	devices := []string{"cpu"}
 	if v := os.Getenv("CUDA_VISIBLE_DEVICES"); v != "" {
 		devices = strings.Split(v, ",")
 	}
 	cl, err := launch.JoinCluster(ctx, launch.ClusterConfig{
-		Self:   launch.Member{Job: f.job, Rank: rank, Node: f.node, Addr: addr, Devices: devices},
-		World:  world,
-		Rdzv:   f.addr,
-		BindIP: f.bind,
+		Self:        launch.Member{Job: f.job, Rank: rank, Node: f.node, Addr: addr, Devices: devices},
+		World:       world,
+		Rdzv:        f.addr,
+		BindIP:      f.bind,
+		Key:         gossipKey,
+		JoinTimeout: f.joinTimeout,
 	})
 	if err != nil {
 		return nil, err

@@ -90,6 +90,16 @@ func newWorkerCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("worker rank %d: listen on %s: %w", rank, listen, err)
 			}
+			secret, err := clusterSecret(rdzv.keyFile)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("worker rank %d: %w", rank, err)
+			}
+			var gossipKey []byte
+			var token string
+			if secret != nil {
+				gossipKey, token = launch.ClusterKeys(secret)
+			}
 			ctx, cancel := context.WithCancelCause(cmd.Context())
 			defer cancel(nil)
 			var addrs []string
@@ -102,7 +112,7 @@ func newWorkerCmd() *cobra.Command {
 				}
 				addrs = peers.Addrs
 			} else {
-				cl, err := joinCluster(ctx, cancel, rdzv, rank, world, ln.Addr().String())
+				cl, err := joinCluster(ctx, cancel, rdzv, gossipKey, rank, world, ln.Addr().String())
 				if err != nil {
 					ln.Close()
 					return fmt.Errorf("worker rank %d: %w", rank, err)
@@ -110,7 +120,7 @@ func newWorkerCmd() *cobra.Command {
 				defer cl.Close()
 				addrs = cl.addrs
 			}
-			t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: addrs, Listener: ln})
+			t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: addrs, Listener: ln, Token: token})
 			if err != nil {
 				return fmt.Errorf("worker rank %d: connect: %w", rank, err)
 			}
@@ -136,6 +146,8 @@ func newWorkerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&rdzv.addr, "rdzv", "", "HOST:PORT of the memberlist rendezvous (rank 0 serves it); without it the peers come from stdin (torus train)")
 	cmd.Flags().StringVar(&rdzv.job, "job", "torus", "job id: only workers of one job join each other")
 	cmd.Flags().IntVar(&rdzv.node, "node", 0, "this worker's node rank (carried in its membership metadata)")
+	cmd.Flags().StringVar(&rdzv.keyFile, "key-file", "", "file holding the cluster secret (default: $TORUS_CLUSTER_KEY)")
+	cmd.Flags().DurationVar(&rdzv.joinTimeout, "join-timeout", 0, "how long to wait for the rendezvous and the whole world (default 5m)")
 	cmd.Flags().StringVar(&rdzv.bind, "gossip-bind", "", "address gossip listens on (default the address of the route to --rdzv)")
 	return cmd
 }

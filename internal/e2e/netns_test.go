@@ -131,6 +131,7 @@ func TestLaunchAcrossFourHosts(t *testing.T) {
 		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.ns[i], torus, "launch", rec,
 			"--nodes", "4", "--node-rank", fmt.Sprint(i), "--rdzv", rdzv, "--job-id", "netns-test",
 			"--out", run, "--progress", "plain")
+		cmd.Env = append(os.Environ(), "TORUS_CLUSTER_KEY=netns-test-secret") // encrypted gossip, authenticated gRPC
 		cmd.Stdout, cmd.Stderr = &logs[i], &logs[i]
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
