@@ -26,11 +26,22 @@ import (
 // Member is one worker as the cluster knows it: what it carries in its
 // memberlist node metadata (at most memberlist.MetaMaxSize bytes as JSON).
 type Member struct {
-	Job     string   `json:"job"`
+	Job string `json:"job"`
+	// Attempt counts the job's restarts: the workers of one attempt meet only
+	// each other, never a survivor of the one before.
+	Attempt int      `json:"attempt"`
 	Rank    int      `json:"rank"`
 	Node    int      `json:"node"`
 	Addr    string   `json:"grpc"` // where its gRPC transport listens
 	Devices []string `json:"devices,omitempty"`
+	// Resume is, in rank 0's metadata, the checkpoint every rank resumes from
+	// ("" for a fresh start): rank 0 decides, so all ranks agree.
+	Resume string `json:"resume,omitempty"`
+}
+
+// same says whether m is of this worker's job and attempt.
+func (c *Cluster) same(m Member) bool {
+	return m.Job == c.cfg.Self.Job && m.Attempt == c.cfg.Self.Attempt
 }
 
 // ClusterConfig is one worker's membership. Zero fields take the defaults
@@ -110,7 +121,7 @@ func JoinCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}, 1), lost: make(chan Member, cfg.World)}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = fmt.Sprintf("%s/rank-%d", self.Job, self.Rank) // stable: a restarted worker comes back as itself
-	mc.Label = self.Job                                      // another job's packets are dropped
+	mc.Label = fmt.Sprintf("%s#%d", self.Job, self.Attempt)  // another job's or attempt's packets are dropped
 	mc.BindAddr, mc.BindPort = cfg.BindIP, 0
 	if self.Rank == 0 {
 		if err := checkLocal(host); err != nil {
@@ -208,7 +219,7 @@ func (c *Cluster) world() (world []Member, missing []int, err error) {
 		if err := json.Unmarshal(n.Meta, &m); err != nil {
 			return nil, nil, fmt.Errorf("cluster: member %s: metadata: %w", n.Name, err)
 		}
-		if m.Job != c.cfg.Self.Job {
+		if !c.same(m) {
 			continue
 		}
 		if m.Rank < 0 || m.Rank >= c.cfg.World {
@@ -247,7 +258,7 @@ func (c *Cluster) NotifyUpdate(*memberlist.Node) { c.poke() }
 func (c *Cluster) NotifyLeave(n *memberlist.Node) {
 	c.poke()
 	var m Member
-	if json.Unmarshal(n.Meta, &m) != nil || m.Job != c.cfg.Self.Job || m.Rank == c.cfg.Self.Rank {
+	if json.Unmarshal(n.Meta, &m) != nil || !c.same(m) || m.Rank == c.cfg.Self.Rank {
 		return
 	}
 	c.mu.Lock()

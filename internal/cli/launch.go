@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,13 +18,15 @@ import (
 
 func newLaunchCmd() *cobra.Command {
 	var (
-		sets     []string
-		out      string
-		progress string
-		o        = launch.Overrides{NodeRank: -1}
-		bind     string
-		keyFile  string
-		joinWait time.Duration
+		sets        []string
+		out         string
+		progress    string
+		o           = launch.Overrides{NodeRank: -1}
+		bind        string
+		keyFile     string
+		joinWait    time.Duration
+		resume      string
+		maxRestarts int
 	)
 	cmd := &cobra.Command{
 		Use:   "launch RECIPE.yaml --nodes N --node-rank I --workers-per-node K --rdzv HOST:PORT",
@@ -66,34 +69,52 @@ override it. See docs/launch.md.`,
 			if secret == nil {
 				fmt.Fprintf(w, "torus: warning: no cluster secret (TORUS_CLUSTER_KEY or --key-file): anyone who reaches these ports can join the job and send it tensors\n")
 			}
-			err = launch.RunLocal(cmd.Context(), launch.LocalConfig{
-				Workers:        len(p.Ranks),
-				Ranks:          p.Ranks,
-				SelfRendezvous: true,
-				Stderr:         w,
-				Command: func(rank int) (string, []string) {
-					a := []string{"worker", args[0], "--rank", strconv.Itoa(rank), "--world", strconv.Itoa(p.World()),
-						"--out", out, "--progress", r.Log.Progress, "--rdzv", p.Rdzv, "--job", p.JobID, "--node", strconv.Itoa(p.NodeRank)}
-					if keyFile != "" { // TORUS_CLUSTER_KEY reaches the workers through their environment
-						a = append(a, "--key-file", keyFile)
-					}
-					if joinWait != 0 {
-						a = append(a, "--join-timeout", joinWait.String())
-					}
-					if bind != "" {
-						a = append(a, "--gossip-bind", bind, "--listen", bind+":0")
-					}
-					for _, s := range sets {
-						a = append(a, "--set", s)
-					}
-					return self, a
-				},
-				OnStart: func(rank, pid int) { fmt.Fprintf(w, "torus: worker rank %d pid %d\n", rank, pid) },
-			})
-			if err != nil {
-				return fmt.Errorf("launch: node %d: %w", p.NodeRank, err)
+			for attempt := 0; ; attempt++ {
+				resumeFrom := resume
+				if attempt > 0 {
+					resumeFrom = "auto" // the latest complete checkpoint, or a fresh start if none
+				}
+				err := launch.RunLocal(cmd.Context(), launch.LocalConfig{
+					Workers:        len(p.Ranks),
+					Ranks:          p.Ranks,
+					SelfRendezvous: true,
+					Stderr:         w,
+					Command: func(rank int) (string, []string) {
+						a := []string{"worker", args[0], "--rank", strconv.Itoa(rank), "--world", strconv.Itoa(p.World()),
+							"--out", out, "--progress", r.Log.Progress, "--rdzv", p.Rdzv, "--job", p.JobID,
+							"--node", strconv.Itoa(p.NodeRank), "--attempt", strconv.Itoa(attempt)}
+						if resumeFrom != "" {
+							a = append(a, "--resume", resumeFrom)
+						}
+						if keyFile != "" { // TORUS_CLUSTER_KEY reaches the workers through their environment
+							a = append(a, "--key-file", keyFile)
+						}
+						if joinWait != 0 {
+							a = append(a, "--join-timeout", joinWait.String())
+						}
+						if bind != "" {
+							a = append(a, "--gossip-bind", bind, "--listen", bind+":0")
+						}
+						for _, s := range sets {
+							a = append(a, "--set", s)
+						}
+						return self, a
+					},
+					OnStart: func(rank, pid int) { fmt.Fprintf(w, "torus: worker rank %d pid %d\n", rank, pid) },
+				})
+				var we *launch.WorkerError
+				switch {
+				case err == nil:
+					return nil
+				case cmd.Context().Err() != nil || !errors.As(err, &we):
+					return fmt.Errorf("launch: node %d: %w", p.NodeRank, err)
+				case attempt >= maxRestarts:
+					return fmt.Errorf("launch: node %d: %w (after %d restarts, --max-restarts %d)", p.NodeRank, err, attempt, maxRestarts)
+				}
+				// Every node's workers fail when one does (their streams to it break,
+				// or memberlist declares it dead), so every node restarts once.
+				fmt.Fprintf(w, "torus: launch: node %d: %v; restart %d of %d from the latest checkpoint\n", p.NodeRank, err, attempt+1, maxRestarts)
 			}
-			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -103,6 +124,8 @@ override it. See docs/launch.md.`,
 	f.StringVar(&o.Rdzv, "rdzv", "", "HOST:PORT of the rendezvous on node 0 (default: from the environment, port 29400)")
 	f.StringVar(&o.JobID, "job-id", "", "job id: only members of one job join each other (default: the scheduler's, or torus)")
 	f.StringVar(&bind, "bind", "", "IP address the workers listen on, gossip and gRPC (default: the address of the route to the rendezvous host)")
+	f.IntVar(&maxRestarts, "max-restarts", 3, "how many times a failed job is restarted from its latest checkpoint")
+	f.StringVar(&resume, "resume", "", "continue a run, as torus train --resume: auto, RUN_DIR or RUN_DIR/ckpt/step-N (rank 0 decides; every node must see the run directory)")
 	f.StringVar(&keyFile, "key-file", "", "file holding the cluster secret (default: $TORUS_CLUSTER_KEY); every node must have the same one")
 	f.DurationVar(&joinWait, "join-timeout", 0, "how long a worker waits for the rendezvous and the whole world (default 5m)")
 	f.StringArrayVar(&sets, "set", nil, "override a recipe key: --set optim.lr=3e-4 (repeatable)")
@@ -114,7 +137,8 @@ override it. See docs/launch.md.`,
 // rdzvFlags are a worker's membership flags (set by torus launch).
 type rdzvFlags struct {
 	addr, job, bind, keyFile string
-	node                     int
+	node, attempt            int
+	resume                   string
 	joinTimeout              time.Duration
 }
 
@@ -140,19 +164,20 @@ func clusterSecret(keyFile string) ([]byte, error) {
 // workerCluster is a worker's membership once the world has formed.
 type workerCluster struct {
 	*launch.Cluster
-	addrs []string // every rank's gRPC address, in rank (ring) order
+	addrs  []string // every rank's gRPC address, in rank (ring) order
+	resume string   // the checkpoint rank 0 chose to resume from, or ""
 }
 
 // joinCluster joins the job's memberlist cluster, waits for every rank and
 // returns their addresses; when the failure detector later declares a member
 // dead, it cancels ctx with that as the cause.
-func joinCluster(ctx context.Context, cancel context.CancelCauseFunc, f rdzvFlags, gossipKey []byte, rank, world int, addr string) (*workerCluster, error) {
+func joinCluster(ctx context.Context, cancel context.CancelCauseFunc, f rdzvFlags, gossipKey []byte, rank, world int, addr, resume string) (*workerCluster, error) {
 	devices := []string{"cpu"}
 	if v := os.Getenv("CUDA_VISIBLE_DEVICES"); v != "" {
 		devices = strings.Split(v, ",")
 	}
 	cl, err := launch.JoinCluster(ctx, launch.ClusterConfig{
-		Self:        launch.Member{Job: f.job, Rank: rank, Node: f.node, Addr: addr, Devices: devices},
+		Self:        launch.Member{Job: f.job, Attempt: f.attempt, Rank: rank, Node: f.node, Addr: addr, Devices: devices, Resume: resume},
 		World:       world,
 		Rdzv:        f.addr,
 		BindIP:      f.bind,
@@ -182,5 +207,5 @@ func joinCluster(ctx context.Context, cancel context.CancelCauseFunc, f rdzvFlag
 		case <-ctx.Done():
 		}
 	}()
-	return &workerCluster{Cluster: cl, addrs: addrs}, nil
+	return &workerCluster{Cluster: cl, addrs: addrs, resume: members[0].Resume}, nil
 }

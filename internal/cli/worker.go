@@ -112,13 +112,19 @@ func newWorkerCmd() *cobra.Command {
 				}
 				addrs = peers.Addrs
 			} else {
-				cl, err := joinCluster(ctx, cancel, rdzv, gossipKey, rank, world, ln.Addr().String())
+				if rank == 0 && rdzv.resume != "" { // rank 0 picks the checkpoint; the others take its choice
+					if from, _, err = resolveResume(cmd.ErrOrStderr(), rdzv.resume, out); err != nil {
+						ln.Close()
+						return fmt.Errorf("worker rank %d: %w", rank, err)
+					}
+				}
+				cl, err := joinCluster(ctx, cancel, rdzv, gossipKey, rank, world, ln.Addr().String(), from)
 				if err != nil {
 					ln.Close()
 					return fmt.Errorf("worker rank %d: %w", rank, err)
 				}
 				defer cl.Close()
-				addrs = cl.addrs
+				addrs, from = cl.addrs, cl.resume
 			}
 			t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: addrs, Listener: ln, Token: token})
 			if err != nil {
@@ -147,6 +153,8 @@ func newWorkerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&rdzv.job, "job", "torus", "job id: only workers of one job join each other")
 	cmd.Flags().IntVar(&rdzv.node, "node", 0, "this worker's node rank (carried in its membership metadata)")
 	cmd.Flags().StringVar(&rdzv.keyFile, "key-file", "", "file holding the cluster secret (default: $TORUS_CLUSTER_KEY)")
+	cmd.Flags().IntVar(&rdzv.attempt, "attempt", 0, "the job's restart count: workers of one attempt meet only each other")
+	cmd.Flags().StringVar(&rdzv.resume, "resume", "", "with --rdzv: what rank 0 resumes from (as torus train --resume: auto, RUN_DIR or a checkpoint); every rank takes rank 0's choice")
 	cmd.Flags().DurationVar(&rdzv.joinTimeout, "join-timeout", 0, "how long to wait for the rendezvous and the whole world (default 5m)")
 	cmd.Flags().StringVar(&rdzv.bind, "gossip-bind", "", "address gossip listens on (default the address of the route to --rdzv)")
 	return cmd

@@ -82,9 +82,93 @@ func newHosts(t *testing.T, n int) *hosts {
 	return h
 }
 
+// launch runs `torus launch` on every host, one node each (node i on host
+// i+1, the rendezvous), with the cluster secret, until all exit or timeout;
+// onLine, if set, sees every line of output as it comes. It fails the test if
+// any node fails, logging every node's output.
+func (h *hosts) launch(rec, run string, timeout time.Duration, onLine func(node int, line string)) ([]string, []error) {
+	t := h.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	rdzv := h.addrs[0] + ":29400"
+	logs := make([]*lineLog, len(h.ns))
+	errs := make([]error, len(h.ns))
+	var wg sync.WaitGroup
+	for i := len(h.ns) - 1; i >= 0; i-- { // node 0, the seed, last: the others wait for it
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.ns[i], torus, "launch", rec,
+			"--nodes", fmt.Sprint(len(h.ns)), "--node-rank", fmt.Sprint(i), "--rdzv", rdzv, "--job-id", "netns-test",
+			"--out", run, "--progress", "plain")
+		cmd.Env = append(os.Environ(), "TORUS_CLUSTER_KEY=netns-test-secret") // encrypted gossip, authenticated gRPC
+		logs[i] = &lineLog{node: i, onLine: onLine}
+		cmd.Stdout, cmd.Stderr = logs[i], logs[i]
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) } // launch stops its workers
+		cmd.WaitDelay = 10 * time.Second
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if errs[i] = cmd.Wait(); errs[i] != nil {
+				cancel() // one node failed: do not wait out the others
+			}
+		})
+	}
+	wg.Wait()
+	out := make([]string, len(h.ns))
+	failed := false
+	for i := range h.ns {
+		out[i] = logs[i].String()
+		failed = failed || errs[i] != nil
+	}
+	for i := range h.ns {
+		if failed || testing.Verbose() {
+			t.Logf("host %s (node %d): %v\n%s", h.addrs[i], i, errs[i], out[i])
+		}
+	}
+	for i := range h.ns {
+		if errs[i] != nil {
+			t.Fatalf("torus launch on host %s failed: %v", h.addrs[i], errs[i])
+		}
+	}
+	return out, errs
+}
+
+// lineLog keeps a process's output and shows each whole line to onLine.
+type lineLog struct {
+	node   int
+	onLine func(node int, line string)
+	mu     sync.Mutex
+	all    bytes.Buffer
+	part   []byte
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.Write(p)
+	l.part = append(l.part, p...)
+	for {
+		i := bytes.IndexAny(l.part, "\r\n")
+		if i < 0 {
+			break
+		}
+		if l.onLine != nil && i > 0 {
+			l.onLine(l.node, string(l.part[:i]))
+		}
+		l.part = l.part[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lineLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}
+
 // tinyRecipe writes a recipe of a dim-16 model that trains in well under a
 // second a step on 4 workers.
-func tinyRecipe(t *testing.T, dir string, steps int) string {
+func tinyRecipe(t *testing.T, dir string, steps int, extra ...string) string {
 	t.Helper()
 	text := filepath.Join(dir, "text.txt")
 	if err := os.WriteFile(text, bytes.Repeat([]byte("a long and boring text about nothing at all. "), 400), 0o644); err != nil {
@@ -100,7 +184,7 @@ memory: {attn_block_q: 16, attn_block_k: 16}
 parallel: {workers: 4}
 schedule: {steps: %d, warmup_steps: 2}
 log: {every: 1}
-`, text, steps)), 0o644); err != nil {
+%s`, text, steps, strings.Join(extra, "\n"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return rec
@@ -120,46 +204,10 @@ func TestLaunchAcrossFourHosts(t *testing.T) {
 		t.Fatalf("torus train with 4 local workers: %v\n%s", err, b)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	run := filepath.Join(dir, "four-hosts")
-	rdzv := h.addrs[0] + ":29400"
-	logs := make([]bytes.Buffer, len(h.ns))
-	errs := make([]error, len(h.ns))
-	var wg sync.WaitGroup
-	for i := len(h.ns) - 1; i >= 0; i-- { // node 0, the seed, last: the others wait for it
-		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.ns[i], torus, "launch", rec,
-			"--nodes", "4", "--node-rank", fmt.Sprint(i), "--rdzv", rdzv, "--job-id", "netns-test",
-			"--out", run, "--progress", "plain")
-		cmd.Env = append(os.Environ(), "TORUS_CLUSTER_KEY=netns-test-secret") // encrypted gossip, authenticated gRPC
-		cmd.Stdout, cmd.Stderr = &logs[i], &logs[i]
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		cmd.WaitDelay = 5 * time.Second
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if errs[i] = cmd.Wait(); errs[i] != nil {
-				cancel() // one node failed: do not wait out the others
-			}
-		}()
-	}
-	wg.Wait()
-	for i := range h.ns {
-		if errs[i] != nil || testing.Verbose() {
-			t.Logf("host %s (node %d): %v\n%s", h.addrs[i], i, errs[i], logs[i].String())
-		}
-	}
-	for i := range h.ns {
-		if errs[i] != nil {
-			t.Fatalf("torus launch on host %s failed: %v", h.addrs[i], errs[i])
-		}
-	}
-	if !strings.Contains(logs[0].String(), "ring 10.77.0.1:") {
-		t.Errorf("node 0's ring is not on the hosts' addresses:\n%s", logs[0].String())
+	logs, _ := h.launch(rec, run, 2*time.Minute, nil)
+	if !strings.Contains(logs[0], "ring 10.77.0.1:") {
+		t.Errorf("node 0's ring is not on the hosts' addresses:\n%s", logs[0])
 	}
 	want, got := losses(t, filepath.Join(ref, "metrics.jsonl")), losses(t, filepath.Join(run, "metrics.jsonl"))
 	if len(want) != steps || len(got) != steps {
