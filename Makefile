@@ -13,7 +13,7 @@ GO ?= go
 RACE_PKGS := ./model/... ./trainer/... ./checkpoint/... ./data/... ./parallel/... ./launch/... ./internal/cli/...
 RACE_FLAGS := -race -gcflags=all=-d=checkptr=0
 
-.PHONY: all build demo test vet fmt-check bench clean check-go
+.PHONY: all build demo test vet fmt-check bench longctx clean check-go
 
 all: build
 
@@ -42,6 +42,11 @@ test: fmt-check vet
 # Benchmarks against PyTorch on the CPU (installs Debian's python3-torch).
 bench: build
 	./bench/run.sh
+
+# The long-context example pair: a base model at 1024, extended to 4096 with LoRA and
+# linear RoPE scaling; passkey and perplexity tables before and after (runs/longctx).
+longctx: build
+	./examples/longctx.sh
 
 clean:
 	rm -rf bin runs

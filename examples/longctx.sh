@@ -12,15 +12,19 @@ cd "$(dirname "$0")/.."
 T=./bin/torus
 OUT=${OUT:-runs/longctx}
 SAMPLES=${SAMPLES:-8} # passkey samples per (length, depth) cell
+# STEPS_BASE / STEPS_EXTEND shorten the two trainings (a smoke run of the pipeline).
+base_sets=() ext_sets=()
+[ -n "${STEPS_BASE:-}" ] && base_sets=(--set schedule.steps="$STEPS_BASE" --set schedule.warmup_steps=1)
+[ -n "${STEPS_EXTEND:-}" ] && ext_sets=(--set schedule.steps="$STEPS_EXTEND" --set schedule.warmup_steps=1)
 rm -rf "$OUT"
 mkdir -p "$OUT"
 start=$(date +%s)
 stamp() { echo "[longctx $(($(date +%s) - start))s] $*" >&2; }
 
 stamp "1/3 base model at seq_len 1024"
-$T train examples/recipes/longctx-base.yaml --out "$OUT/base" --progress plain
+$T train examples/recipes/longctx-base.yaml --out "$OUT/base" --progress plain "${base_sets[@]}"
 stamp "2/3 extension to 4096: LoRA + linear RoPE scaling"
-$T train examples/recipes/longctx-extend.yaml --out "$OUT/extend" --set model.from="$OUT/base/final" --progress plain
+$T train examples/recipes/longctx-extend.yaml --out "$OUT/extend" --set model.from="$OUT/base/final" --progress plain "${ext_sets[@]}"
 
 stamp "3/3 evaluation"
 summary="$OUT/summary.txt"
