@@ -23,6 +23,7 @@ type hosts struct {
 	t      *testing.T
 	bridge string
 	ns     []string
+	outer  []string // each host's cable: its veth's end on the bridge
 	addrs  []string
 }
 
@@ -71,6 +72,7 @@ func newHosts(t *testing.T, n int) *hosts {
 		h.ns = append(h.ns, ns)
 		h.ip("link", "add", outer, "type", "veth", "peer", "name", inner)
 		h.ip("link", "set", inner, "netns", ns)
+		h.outer = append(h.outer, outer)
 		h.ip("link", "set", outer, "master", h.bridge)
 		h.ip("link", "set", outer, "up")
 		addr := fmt.Sprintf("10.77.0.%d", i)
