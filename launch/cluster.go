@@ -37,6 +37,9 @@ type Member struct {
 	// Resume is, in rank 0's metadata, the checkpoint every rank resumes from
 	// ("" for a fresh start): rank 0 decides, so all ranks agree.
 	Resume string `json:"resume,omitempty"`
+	// Done: this worker's part of the job is over (Finish); its leaving next
+	// is not a loss.
+	Done bool `json:"done,omitempty"`
 }
 
 // same says whether m is of this worker's job and attempt.
@@ -63,14 +66,16 @@ type ClusterConfig struct {
 // Cluster is this worker's view of the job's membership (memberlist).
 // Its methods are safe for concurrent use.
 type Cluster struct {
-	cfg     ClusterConfig
-	ml      *memberlist.Memberlist
-	log     *slog.Logger
-	changed chan struct{} // a member joined, left or changed; buffered, 1
-	lost    chan Member   // a member of the formed world is gone; buffered
-	closing atomic.Bool   // Close began: memberlist's errors from then on are its shutdown's
-	mu      sync.Mutex
-	formed  bool
+	cfg       ClusterConfig
+	ml        *memberlist.Memberlist
+	log       *slog.Logger
+	changed   chan struct{} // a member joined, left or changed; buffered, 1
+	lost      chan Member   // a member of the formed world is gone; buffered
+	closing   atomic.Bool   // Close began: memberlist's errors from then on are its shutdown's
+	finishing atomic.Bool   // Finish began: members leaving are no longer losses
+	meta      *metaDelegate
+	mu        sync.Mutex
+	formed    bool
 }
 
 // RouteIP is the local address this machine would use to reach addr
@@ -130,7 +135,8 @@ func JoinCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		mc.BindPort = port
 	}
 	mc.AdvertisePort = mc.BindPort
-	mc.Delegate = metaDelegate(meta)
+	c.meta = &metaDelegate{b: meta}
+	mc.Delegate = c.meta
 	mc.Events = c
 	mc.SecretKey = cfg.Key
 	mc.Logger = log.New(&slogWriter{l: c.log.With("rank", self.Rank), closing: &c.closing}, "", 0)
@@ -241,8 +247,9 @@ func (c *Cluster) world() (world []Member, missing []int, err error) {
 	return world, missing, nil
 }
 
-// Lost tells of each member of the formed world that memberlist's failure
-// detector declares dead (a member that leaves, having finished, is not lost).
+// Lost tells of each member of the formed world that is gone before it said
+// it was done (see Finish): memberlist's failure detector declared it dead,
+// or it left on failing.
 func (c *Cluster) Lost() <-chan Member { return c.lost }
 
 // Close leaves the cluster (telling the others) and stops gossiping.
@@ -267,11 +274,14 @@ func (c *Cluster) NotifyLeave(n *memberlist.Node) {
 	if !formed {
 		return
 	}
-	if n.State != memberlist.StateDead { // it left: its work is done
+	// memberlist tells a leave from a death only in state it keeps to itself,
+	// so a member says it is done (Finish) before it leaves: gone without
+	// that, it is lost. Once this worker is done itself, no loss matters.
+	if m.Done || c.finishing.Load() {
 		c.log.Debug("cluster: member left", "rank", c.cfg.Self.Rank, "left_rank", m.Rank, "addr", n.Address())
 		return
 	}
-	c.log.Warn("cluster: member dead", "rank", c.cfg.Self.Rank, "lost_rank", m.Rank, "addr", n.Address())
+	c.log.Warn("cluster: member lost", "rank", c.cfg.Self.Rank, "lost_rank", m.Rank, "addr", n.Address())
 	select {
 	case c.lost <- m:
 	default:
@@ -286,13 +296,25 @@ func (c *Cluster) poke() {
 }
 
 // metaDelegate hands memberlist this worker's metadata; it gossips nothing else.
-type metaDelegate []byte
+type metaDelegate struct {
+	mu sync.Mutex
+	b  []byte
+}
 
-func (d metaDelegate) NodeMeta(limit int) []byte                  { return d }
-func (d metaDelegate) NotifyMsg([]byte)                           {}
-func (d metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d metaDelegate) LocalState(join bool) []byte                { return nil }
-func (d metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+func (d *metaDelegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.b
+}
+func (d *metaDelegate) set(b []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.b = b
+}
+func (d *metaDelegate) NotifyMsg([]byte)                           {}
+func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
+func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 // slogWriter passes memberlist's warnings and errors to slog; its debug and
 // info lines (every probe) are dropped.

@@ -3,6 +3,7 @@ package launch
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -102,4 +103,101 @@ func TestClusterRefusesWrongKey(t *testing.T) {
 		t.Errorf("the seed logged no refusal:\n%s", seedLog.String())
 	}
 	t.Logf("seed's log: %s", seedLog.String())
+}
+
+// TestClusterLostOnDeath: a member that stops without leaving (as a killed
+// process does) is reported by the others' Lost once the failure detector
+// declares it dead; one that leaves is not.
+func TestClusterLostOnDeath(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs := formWorld(ctx, t, 3)
+	defer cs[0].Close()
+	defer cs[1].Close()
+	start := time.Now()
+	cs[2].ml.Shutdown() // no Leave: to the others it just goes silent
+	for _, r := range []int{0, 1} {
+		select {
+		case m := <-cs[r].Lost():
+			if m.Rank != 2 {
+				t.Errorf("rank %d lost rank %d, want 2", r, m.Rank)
+			}
+		case <-ctx.Done():
+			t.Fatalf("rank %d: rank 2's death not reported", r)
+		}
+	}
+	t.Logf("rank 2's death reported by both after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// formWorld starts n members on loopback and waits until each sees all.
+func formWorld(ctx context.Context, t *testing.T, n int) []*Cluster {
+	t.Helper()
+	rdzv := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cs := make([]*Cluster, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for r := range n {
+		wg.Go(func() {
+			c, err := JoinCluster(ctx, ClusterConfig{Self: Member{Job: "t", Rank: r, Addr: fmt.Sprint(r)}, World: n, Rdzv: rdzv,
+				Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				_, err = c.Wait(ctx)
+			}
+			cs[r], errs[r] = c, err
+		})
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	return cs
+}
+
+// TestClusterFinishIsNotLost: members that finish one after another, the last
+// much later (rank 0 writing the final model), all leave, and none is lost.
+func TestClusterFinishIsNotLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cs := formWorld(ctx, t, 3)
+	finished := make(chan int, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for _, r := range []int{2, 1} {
+		wg.Go(func() {
+			errs[r] = cs[r].Finish(ctx, 30*time.Second)
+			finished <- r
+			cs[r].Close()
+		})
+	}
+	for others := 0; others < 2; { // until rank 0 sees ranks 1 and 2 say they are done
+		select {
+		case r := <-finished:
+			t.Fatalf("rank %d finished while rank 0 was still at work", r)
+		case <-cs[0].changed:
+		case <-ctx.Done():
+			t.Fatal("ranks 1 and 2 never said they were done")
+		}
+		others = 0
+		for _, n := range cs[0].ml.Members() {
+			var m Member
+			if json.Unmarshal(n.Meta, &m) == nil && m.Rank != 0 && m.Done {
+				others++
+			}
+		}
+	}
+	errs[0] = cs[0].Finish(ctx, 30*time.Second)
+	cs[0].Close()
+	wg.Wait()
+	for r, c := range cs {
+		if errs[r] != nil {
+			t.Errorf("rank %d: Finish: %v", r, errs[r])
+		}
+		select {
+		case m := <-c.Lost():
+			t.Errorf("rank %d lost rank %d, which had finished", r, m.Rank)
+		default:
+		}
+	}
 }

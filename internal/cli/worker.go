@@ -103,6 +103,7 @@ func newWorkerCmd() *cobra.Command {
 			ctx, cancel := context.WithCancelCause(cmd.Context())
 			defer cancel(nil)
 			var addrs []string
+			var cl *workerCluster
 			if rdzv.addr == "" { // started by torus train: the launcher hands out the addresses
 				fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", launch.ListenPrefix, ln.Addr())
 				peers, err := readPeers(cmd.InOrStdin(), world)
@@ -118,7 +119,7 @@ func newWorkerCmd() *cobra.Command {
 						return fmt.Errorf("worker rank %d: %w", rank, err)
 					}
 				}
-				cl, err := joinCluster(ctx, cancel, rdzv, gossipKey, rank, world, ln.Addr().String(), from)
+				cl, err = joinCluster(ctx, cancel, rdzv, gossipKey, rank, world, ln.Addr().String(), from)
 				if err != nil {
 					ln.Close()
 					return fmt.Errorf("worker rank %d: %w", rank, err)
@@ -139,7 +140,14 @@ func newWorkerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return train(ctx, cmd.ErrOrStderr(), r, out, from, &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy})
+			err = train(ctx, cmd.ErrOrStderr(), r, out, from, &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy})
+			if err == nil && cl != nil {
+				// Leave only once every rank is done: leaving earlier reads as a loss.
+				if err := cl.Finish(ctx, 30*time.Minute); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "torus: worker rank %d: %v\n", rank, err)
+				}
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a recipe key (repeatable)")

@@ -33,7 +33,7 @@ func TestLaunchRefusesWrongSecret(t *testing.T) {
 	for node := range 2 {
 		wait := []string{"5s", "2s"}[node] // the seed outlives the joiner's tries
 		cmd := exec.Command(torus, "launch", rec, "--set", "parallel.workers=2", "--nodes", "2", "--node-rank", fmt.Sprint(node),
-			"--rdzv", rdzv, "--join-timeout", wait, "--out", filepath.Join(dir, "run"), "--progress", "none")
+			"--rdzv", rdzv, "--join-timeout", wait, "--max-restarts", "0", "--out", filepath.Join(dir, "run"), "--progress", "none")
 		cmd.Env = append(os.Environ(), "TORUS_CLUSTER_KEY="+secrets[node])
 		cmd.Stdout, cmd.Stderr = &logs[node], &logs[node]
 		cmd.WaitDelay = 30 * time.Second

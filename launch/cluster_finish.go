@@ -1,0 +1,52 @@
+package launch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Finish ends this worker's part of a job that went well: it tells the others
+// it is done, then waits until every rank of the world is done or gone, so
+// that no worker leaves while another still works (a member gone before it
+// was done is a loss, see Lost). Then Close. Cancelling ctx, or timeout,
+// ends the wait early; leaving then is still safe for this worker.
+func (c *Cluster) Finish(ctx context.Context, timeout time.Duration) error {
+	c.finishing.Store(true)
+	self := c.cfg.Self
+	self.Done = true
+	meta, err := json.Marshal(self)
+	if err != nil {
+		return err
+	}
+	c.meta.set(meta)
+	if err := c.ml.UpdateNode(5 * time.Second); err != nil {
+		return fmt.Errorf("cluster: rank %d: announce done: %w", self.Rank, err)
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if c.allDone() {
+			return nil
+		}
+		select {
+		case <-c.changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("cluster: rank %d: the others were not done within %s", self.Rank, timeout)
+		}
+	}
+}
+
+// allDone: every member of this job and attempt still here says it is done.
+func (c *Cluster) allDone() bool {
+	for _, n := range c.ml.Members() {
+		var m Member
+		if json.Unmarshal(n.Meta, &m) == nil && c.same(m) && !m.Done {
+			return false
+		}
+	}
+	return true
+}
