@@ -76,6 +76,7 @@ type Cluster struct {
 	meta      *metaDelegate
 	mu        sync.Mutex
 	formed    bool
+	view      map[string]viewed // by memberlist node name
 }
 
 // RouteIP is the local address this machine would use to reach addr
@@ -123,7 +124,7 @@ func JoinCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	if len(meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("cluster: rank %d's metadata is %d bytes, more than memberlist's %d", self.Rank, len(meta), memberlist.MetaMaxSize)
 	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}, 1), lost: make(chan Member, cfg.World)}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}, 1), lost: make(chan Member, cfg.World), view: map[string]viewed{}}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = fmt.Sprintf("%s/rank-%d", self.Job, self.Rank) // stable: a restarted worker comes back as itself
 	mc.Label = fmt.Sprintf("%s#%d", self.Job, self.Attempt)  // another job's or attempt's packets are dropped
@@ -218,18 +219,28 @@ func (c *Cluster) Wait(ctx context.Context) ([]Member, error) {
 	}
 }
 
+// viewed is a member as this worker last heard of it. memberlist's Members
+// hands out nodes it keeps writing to, so the events copy what they carry.
+type viewed struct {
+	m    Member
+	addr string // its gossip address
+	err  error  // its metadata did not decode
+}
+
 func (c *Cluster) world() (world []Member, missing []int, err error) {
 	byRank := make([]*Member, c.cfg.World)
-	for _, n := range c.ml.Members() {
-		var m Member
-		if err := json.Unmarshal(n.Meta, &m); err != nil {
-			return nil, nil, fmt.Errorf("cluster: member %s: metadata: %w", n.Name, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, v := range c.view {
+		if v.err != nil {
+			return nil, nil, fmt.Errorf("cluster: member %s (%s): metadata: %w", name, v.addr, v.err)
 		}
+		m := v.m
 		if !c.same(m) {
 			continue
 		}
 		if m.Rank < 0 || m.Rank >= c.cfg.World {
-			return nil, nil, fmt.Errorf("cluster: member %s (%s) has rank %d, outside world %d: were the nodes started with different --nodes or --workers-per-node?", n.Name, n.Address(), m.Rank, c.cfg.World)
+			return nil, nil, fmt.Errorf("cluster: member %s (%s) has rank %d, outside world %d: were the nodes started with different --nodes or --workers-per-node?", name, v.addr, m.Rank, c.cfg.World)
 		}
 		if o := byRank[m.Rank]; o != nil {
 			return nil, nil, fmt.Errorf("cluster: ranks collide: %s and %s both claim rank %d", o.Addr, m.Addr, m.Rank)
@@ -259,19 +270,28 @@ func (c *Cluster) Close() error {
 	return errors.Join(err, c.ml.Shutdown())
 }
 
-// NotifyJoin, NotifyLeave and NotifyUpdate are memberlist's events.
-func (c *Cluster) NotifyJoin(*memberlist.Node)   { c.poke() }
-func (c *Cluster) NotifyUpdate(*memberlist.Node) { c.poke() }
-func (c *Cluster) NotifyLeave(n *memberlist.Node) {
-	c.poke()
-	var m Member
-	if json.Unmarshal(n.Meta, &m) != nil || !c.same(m) || m.Rank == c.cfg.Self.Rank {
-		return
-	}
+// NotifyJoin, NotifyLeave and NotifyUpdate are memberlist's events; it calls
+// them one at a time, with n safe to read during the call.
+func (c *Cluster) NotifyJoin(n *memberlist.Node)   { c.record(n); c.poke() }
+func (c *Cluster) NotifyUpdate(n *memberlist.Node) { c.record(n); c.poke() }
+
+func (c *Cluster) record(n *memberlist.Node) {
+	v := viewed{addr: n.Address()}
+	v.err = json.Unmarshal(n.Meta, &v.m)
 	c.mu.Lock()
+	c.view[n.Name] = v
+	c.mu.Unlock()
+}
+
+func (c *Cluster) NotifyLeave(n *memberlist.Node) {
+	defer c.poke()
+	c.mu.Lock()
+	v, known := c.view[n.Name]
+	delete(c.view, n.Name)
 	formed := c.formed
 	c.mu.Unlock()
-	if !formed {
+	m := v.m
+	if !known || v.err != nil || !c.same(m) || m.Rank == c.cfg.Self.Rank || !formed {
 		return
 	}
 	// memberlist tells a leave from a death only in state it keeps to itself,

@@ -42,9 +42,10 @@ func (c *Cluster) Finish(ctx context.Context, timeout time.Duration) error {
 
 // allDone: every member of this job and attempt still here says it is done.
 func (c *Cluster) allDone() bool {
-	for _, n := range c.ml.Members() {
-		var m Member
-		if json.Unmarshal(n.Meta, &m) == nil && c.same(m) && !m.Done {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, v := range c.view {
+		if v.err == nil && c.same(v.m) && !v.m.Done {
 			return false
 		}
 	}

@@ -3,7 +3,6 @@ package launch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -180,12 +179,13 @@ func TestClusterFinishIsNotLost(t *testing.T) {
 			t.Fatal("ranks 1 and 2 never said they were done")
 		}
 		others = 0
-		for _, n := range cs[0].ml.Members() {
-			var m Member
-			if json.Unmarshal(n.Meta, &m) == nil && m.Rank != 0 && m.Done {
+		cs[0].mu.Lock()
+		for _, v := range cs[0].view {
+			if v.m.Rank != 0 && v.m.Done {
 				others++
 			}
 		}
+		cs[0].mu.Unlock()
 	}
 	errs[0] = cs[0].Finish(ctx, 30*time.Second)
 	cs[0].Close()
