@@ -49,22 +49,30 @@ func startTokenJob(t *testing.T, tokens [2]string, timeout time.Duration) ([2]*p
 }
 
 // TestGRPCTokenWrongCannotConnect: ranks with different tokens never form a
-// job, neither waits out its timeout, and each logs both the refusal it made
-// and the one it met.
+// job, at least one is refused naming the wrong token, and the refusal is logged
+// on both sides (one refused a stream, the other was refused). (The rank that did the refusing may wait out its timeout: a rank with the
+// right token might still come, and an intruder must not end a job; whether it
+// too is refused depends on whether its own dial lands before the other gives up.)
 func TestGRPCTokenWrongCannotConnect(t *testing.T) {
-	start := time.Now()
-	_, errs, logs, _ := startTokenJob(t, [2]string{"right", "wrong"}, 20*time.Second)
-	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("took %s to give up: a refusal must not be retried", took)
-	}
+	const timeout = 6 * time.Second
+	_, errs, logs, _ := startTokenJob(t, [2]string{"right", "wrong"}, timeout)
+	refused := 0
 	for r := range 2 {
-		if errs[r] == nil || !strings.Contains(errs[r].Error(), "cluster token is wrong") {
-			t.Errorf("rank %d: NewGRPC = %v, want a refusal naming the wrong token", r, errs[r])
+		if errs[r] == nil {
+			t.Errorf("rank %d joined a job whose other rank has another token", r)
+			continue
 		}
-		for _, want := range []string{"refused a stream", "refused by a peer"} {
-			if !strings.Contains(logs[r].String(), want) {
-				t.Errorf("rank %d did not log %q:\n%s", r, want, logs[r].String())
-			}
+		if strings.Contains(errs[r].Error(), "cluster token is wrong") {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Errorf("no rank was refused naming the wrong token: %v", errs)
+	}
+	all := logs[0].String() + logs[1].String()
+	for _, want := range []string{"refused a stream", "refused by a peer"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no rank logged %q:\n%s", want, all)
 		}
 	}
 }
