@@ -15,6 +15,7 @@ type Recipe struct {
 	Attention  AttentionConfig  `yaml:"attention"`
 	LoRA       LoRAConfig       `yaml:"lora"`
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	Launch     LaunchConfig     `yaml:"launch"`
 	Log        LogConfig        `yaml:"log"`
 
 	// origins says where each dotted key got its value: a file line or a
@@ -145,6 +146,11 @@ type CheckpointConfig struct {
 	EverySteps int `yaml:"every_steps"` // write one every N steps, and at the end (0: never)
 	KeepLast   int `yaml:"keep_last"`   // keep the newest N (0: all)
 	KeepEvery  int `yaml:"keep_every"`  // and keep for good those whose step is a multiple of N (0: none extra)
+}
+
+// LaunchConfig is how torus launch handles failures across machines.
+type LaunchConfig struct {
+	MaxRestarts int `yaml:"max_restarts"` // times a failed job restarts from its latest checkpoint (0: never)
 }
 
 // LogConfig is what training prints.

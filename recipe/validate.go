@@ -152,6 +152,7 @@ func (r Recipe) Validate() error {
 	c.atLeast("checkpoint.keep_last", r.Checkpoint.KeepLast, 0)
 	c.atLeast("checkpoint.keep_every", r.Checkpoint.KeepEvery, 0)
 
+	c.atLeast("launch.max_restarts", r.Launch.MaxRestarts, 0)
 	c.atLeast("log.every", r.Log.Every, 1)
 	c.oneOf("log.progress", r.Log.Progress, "auto", "bar", "plain", "none")
 

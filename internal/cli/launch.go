@@ -69,6 +69,9 @@ override it. See docs/launch.md.`,
 			if secret == nil {
 				fmt.Fprintf(w, "torus: warning: no cluster secret (TORUS_CLUSTER_KEY or --key-file): anyone who reaches these ports can join the job and send it tensors\n")
 			}
+			if maxRestarts < 0 {
+				maxRestarts = r.Launch.MaxRestarts
+			}
 			for attempt := 0; ; attempt++ {
 				resumeFrom := resume
 				if attempt > 0 {
@@ -109,7 +112,7 @@ override it. See docs/launch.md.`,
 				case cmd.Context().Err() != nil || !errors.As(err, &we):
 					return fmt.Errorf("launch: node %d: %w", p.NodeRank, err)
 				case attempt >= maxRestarts:
-					return fmt.Errorf("launch: node %d: %w (after %d restarts, --max-restarts %d)", p.NodeRank, err, attempt, maxRestarts)
+					return fmt.Errorf("launch: node %d: %w (after %d restarts, launch.max_restarts %d)", p.NodeRank, err, attempt, maxRestarts)
 				}
 				// Every node's workers fail when one does (their streams to it break,
 				// or memberlist declares it dead), so every node restarts once.
@@ -124,7 +127,7 @@ override it. See docs/launch.md.`,
 	f.StringVar(&o.Rdzv, "rdzv", "", "HOST:PORT of the rendezvous on node 0 (default: from the environment, port 29400)")
 	f.StringVar(&o.JobID, "job-id", "", "job id: only members of one job join each other (default: the scheduler's, or torus)")
 	f.StringVar(&bind, "bind", "", "IP address the workers listen on, gossip and gRPC (default: the address of the route to the rendezvous host)")
-	f.IntVar(&maxRestarts, "max-restarts", 3, "how many times a failed job is restarted from its latest checkpoint")
+	f.IntVar(&maxRestarts, "max-restarts", -1, "how many times a failed job is restarted from its latest checkpoint (default: the recipe's launch.max_restarts, 3)")
 	f.StringVar(&resume, "resume", "", "continue a run, as torus train --resume: auto, RUN_DIR or RUN_DIR/ckpt/step-N (rank 0 decides; every node must see the run directory)")
 	f.StringVar(&keyFile, "key-file", "", "file holding the cluster secret (default: $TORUS_CLUSTER_KEY); every node must have the same one")
 	f.DurationVar(&joinWait, "join-timeout", 0, "how long a worker waits for the rendezvous and the whole world (default 5m)")
