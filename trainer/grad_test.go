@@ -194,32 +194,42 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mask, cos, sin := refInputs(cfg, b)
-			w := make([]float64, len(b.Weight))
-			for i, x := range b.Weight {
-				w[i] = float64(x)
-			}
-			var args []any
-			for _, n := range names {
-				args = append(args, ref64.T[n])
-			}
-			args = append(args, model.Int32s(b.Tokens), model.Int32s(b.Targets), tensors.FromFlatDataAndDimensions(w, len(w)), mask, cos, sin)
-			want, err := ref.Exec(args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e := math.Abs(loss-model.ScalarValue(want[0])) / model.ScalarValue(want[0]); e > tc.tol {
-				t.Errorf("loss %.12g, reference %.12g: relative error %.3g", loss, model.ScalarValue(want[0]), e)
-			}
-			worst := 0.0
-			for i, n := range names {
-				e := relErr(model.ToFloat64(grads[n]), model.ToFloat64(want[i+1]))
-				worst = max(worst, e)
-				if e > tc.tol || math.IsNaN(e) {
-					t.Errorf("%s: relative error %.3g > %.0e", n, e, tc.tol)
-				}
-			}
+			worst := checkReference(t, ref, ref64, names, b, loss, grads, names, tc.tol)
 			t.Logf("%d parameters, worst relative error %.3g (tolerance %.0e)", len(names), worst, tc.tol)
 		})
 	}
+}
+
+// checkReference runs the reference graph ref on ref64's tensors named inputs
+// and the batch, and checks the loss and the gradients of names (ref's outputs
+// after the loss, in that order) against it, relative error at most tol. It
+// returns the worst relative error of a gradient.
+func checkReference(t *testing.T, ref *Exec, ref64 *model.Params, inputs []string, b data.Batch, loss float64, grads trainer.Grads, names []string, tol float64) float64 {
+	t.Helper()
+	mask, cos, sin := refInputs(ref64.Config, b)
+	w := make([]float64, len(b.Weight))
+	for i, x := range b.Weight {
+		w[i] = float64(x)
+	}
+	var args []any
+	for _, n := range inputs {
+		args = append(args, ref64.T[n])
+	}
+	args = append(args, model.Int32s(b.Tokens), model.Int32s(b.Targets), tensors.FromFlatDataAndDimensions(w, len(w)), mask, cos, sin)
+	want, err := ref.Exec(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := math.Abs(loss-model.ScalarValue(want[0])) / model.ScalarValue(want[0]); e > tol {
+		t.Errorf("loss %.12g, reference %.12g: relative error %.3g", loss, model.ScalarValue(want[0]), e)
+	}
+	worst := 0.0
+	for i, n := range names {
+		e := relErr(model.ToFloat64(grads[n]), model.ToFloat64(want[i+1]))
+		worst = max(worst, e)
+		if e > tol || math.IsNaN(e) {
+			t.Errorf("%s: relative error %.3g > %.0e", n, e, tol)
+		}
+	}
+	return worst
 }

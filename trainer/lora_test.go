@@ -120,31 +120,7 @@ func TestLoRAGradientsMatchFloat64Reference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mask, cos, sin := refInputs(cfg, b)
-			w := make([]float64, len(b.Weight))
-			for i, x := range b.Weight {
-				w[i] = float64(x)
-			}
-			var args []any
-			for _, n := range inputs {
-				args = append(args, ref64.T[n])
-			}
-			args = append(args, model.Int32s(b.Tokens), model.Int32s(b.Targets), tensors.FromFlatDataAndDimensions(w, len(w)), mask, cos, sin)
-			want, err := ref.Exec(args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e := math.Abs(loss-model.ScalarValue(want[0])) / model.ScalarValue(want[0]); e > tc.tol {
-				t.Errorf("loss %.12g, reference %.12g: relative error %.3g", loss, model.ScalarValue(want[0]), e)
-			}
-			worst := 0.0
-			for i, n := range trainable {
-				e := relErr(model.ToFloat64(grads[n]), model.ToFloat64(want[i+1]))
-				worst = max(worst, e)
-				if e > tc.tol || math.IsNaN(e) {
-					t.Errorf("%s: relative error %.3g > %.0e", n, e, tc.tol)
-				}
-			}
+			worst := checkReference(t, ref, ref64, inputs, b, loss, grads, trainable, tc.tol)
 			t.Logf("%d trainable of %d tensors, worst relative error %.3g (tolerance %.0e)", len(trainable), len(params.T), worst, tc.tol)
 		})
 	}
