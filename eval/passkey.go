@@ -56,6 +56,10 @@ type PasskeyResult struct {
 	Correct      [][]int     `json:"correct"`        // [length][depth]: samples answered right
 	Accuracy     [][]float64 `json:"accuracy"`       // [length][depth]: Correct / Samples
 	MeanByLength []float64   `json:"mean_by_length"` // over depths
+	// AnswerNLL is the mean negative log-likelihood (nats) of the answer's
+	// digits, [length][depth]: ln 10 = 2.30 when the model guesses, near 0 when
+	// it retrieves. It moves long before accuracy does while a model learns.
+	AnswerNLL [][]float64 `json:"answer_nll"`
 	Mean         float64     `json:"mean"`
 	Seconds      float64     `json:"seconds"`
 }
@@ -89,17 +93,19 @@ func (m *Model) Passkey(ctx context.Context, cfg PasskeyConfig) (*PasskeyResult,
 	for i, length := range cfg.Lengths {
 		res.Correct = append(res.Correct, make([]int, len(cfg.Depths)))
 		res.Accuracy = append(res.Accuracy, make([]float64, len(cfg.Depths)))
+		res.AnswerNLL = append(res.AnswerNLL, make([]float64, len(cfg.Depths)))
 		for j, depth := range cfg.Depths {
 			rng := passkeyRNG(cfg.Seed, i, j)
 			for s := range cfg.Samples {
 				t0 := time.Now()
-				ok, err := m.PasskeySample(ctx, data.NewPasskey(length, depth, rng))
+				ok, nll, err := m.PasskeySample(ctx, data.NewPasskey(length, depth, rng))
 				if err != nil {
 					return nil, fmt.Errorf("eval: passkey length %d depth %g sample %d: %w", length, depth, s, err)
 				}
 				if ok {
 					res.Correct[i][j]++
 				}
+				res.AnswerNLL[i][j] += nll / float64(cfg.Samples)
 				if cfg.Progress != nil {
 					fmt.Fprintf(cfg.Progress, "passkey: cell %d/%d length %d depth %.2f sample %d/%d: %s in %s, %s elapsed\n",
 						i*len(cfg.Depths)+j+1, cells, length, depth, s+1, cfg.Samples, rightWrong(ok),
@@ -136,10 +142,11 @@ func (r *PasskeyResult) summarize() {
 	r.Mean = all / float64(len(r.Accuracy))
 }
 
-// PasskeySample runs one sample and reports whether the model retrieves its key.
-func (m *Model) PasskeySample(ctx context.Context, p data.Passkey) (bool, error) {
-	if p.AnswerAt < 1 || p.AnswerAt+len(p.Key) > len(p.Text) {
-		return false, fmt.Errorf("eval: passkey answer at %d of a %d-byte sample", p.AnswerAt, len(p.Text))
+// PasskeySample runs one sample and reports whether the model retrieves its
+// key, and the mean negative log-likelihood of the key's digits.
+func (m *Model) PasskeySample(ctx context.Context, p data.Passkey) (ok bool, nll float64, err error) {
+	if p.AnswerAt < 1 || p.AnswerAt+len(p.Key) > len(p.Text) || len(p.Key) == 0 {
+		return false, 0, fmt.Errorf("eval: passkey answer at %d of a %d-byte sample", p.AnswerAt, len(p.Text))
 	}
 	tokens := make([]int32, len(p.Text))
 	for i, b := range p.Text {
@@ -147,14 +154,22 @@ func (m *Model) PasskeySample(ctx context.Context, p data.Passkey) (bool, error)
 	}
 	h, err := m.Hidden(ctx, tokens)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	// Only the rows that predict the answer digits go through the head.
 	logits, err := m.LogitsRows(h, p.AnswerAt-1, p.AnswerAt-1+len(p.Key))
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
-	return PasskeyCorrect(Rows(logits), p.Key), nil
+	rows := Rows(logits)
+	for i, row := range rows {
+		x := make([]float64, len(row))
+		for k, v := range row {
+			x[k] = float64(v)
+		}
+		nll += logSumExp(x) - x[p.Key[i]]
+	}
+	return PasskeyCorrect(rows, p.Key), nll / float64(len(rows)), nil
 }
 
 // PasskeyCorrect reports whether logits, one row per answer digit (row i
@@ -200,6 +215,22 @@ func (r *PasskeyResult) WriteTable(w io.Writer) error {
 		fmt.Fprint(tw, "\t")
 	}
 	fmt.Fprintf(tw, "%.1f%%\t\n", 100*r.Mean)
+	if len(r.AnswerNLL) == len(r.Lengths) {
+		fmt.Fprint(tw, "answer NLL\t")
+		for range r.Depths {
+			fmt.Fprint(tw, "\t")
+		}
+		fmt.Fprintln(tw, "\t")
+		for i, l := range r.Lengths {
+			fmt.Fprintf(tw, "%s\t", LengthLabel(l))
+			var mean float64
+			for _, v := range r.AnswerNLL[i] {
+				fmt.Fprintf(tw, "%.2f\t", v)
+				mean += v / float64(len(r.AnswerNLL[i]))
+			}
+			fmt.Fprintf(tw, "%.2f\t\n", mean)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

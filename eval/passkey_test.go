@@ -75,12 +75,15 @@ func TestPasskeySampleRows(t *testing.T) {
 	} {
 		p := data.Passkey{Text: []byte(tc.text), AnswerAt: len(tc.text) - 6}
 		p.Key = tc.text[p.AnswerAt : p.AnswerAt+5]
-		got, err := m.PasskeySample(context.Background(), p)
+		got, nll, err := m.PasskeySample(context.Background(), p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got != tc.want {
 			t.Errorf("%q (key %s): right = %v, want %v", tc.text, p.Key, got, tc.want)
+		}
+		if !(nll >= 0) || tc.want && nll > 1 || !tc.want && nll < 0.1 {
+			t.Errorf("%q: answer NLL %.3g, want near 0 when right and larger when wrong", tc.text, nll)
 		}
 	}
 	// Real samples end "is 12345.": the copy model predicts the space first.
