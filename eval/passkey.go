@@ -60,8 +60,8 @@ type PasskeyResult struct {
 	// digits, [length][depth]: ln 10 = 2.30 when the model guesses, near 0 when
 	// it retrieves. It moves long before accuracy does while a model learns.
 	AnswerNLL [][]float64 `json:"answer_nll"`
-	Mean         float64     `json:"mean"`
-	Seconds      float64     `json:"seconds"`
+	Mean      float64     `json:"mean"`
+	Seconds   float64     `json:"seconds"`
 }
 
 // passkeyRNG is the generator of cell (i, j): each cell's samples depend only
