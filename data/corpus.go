@@ -23,6 +23,7 @@ type SourceConfig struct {
 	// of Seed (the recipe's seed), s and i only.
 	Count          int
 	MinLen, MaxLen int
+	KeyDigits      int // the key's digits; 0: PasskeyDigits
 	SeqLen         int
 	Seed           uint64
 }

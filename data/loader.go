@@ -19,6 +19,14 @@ type LoaderConfig struct {
 	// than documents is allowed and means one lane per document: the count is
 	// capped at the corpus size, since an extra lane would have no document.
 	Lanes int
+
+	// Whole keeps every document of at most SeqLen tokens in one sequence: one
+	// that does not fit in what is left of a sequence starts the next one, and
+	// the rest is padding (its own document, no loss). Longer documents are
+	// cut as always. For tasks whose answer needs the whole document (passkey
+	// retrieval: a cut sample has the key in one sequence and the question in
+	// the next), at the price of the padding.
+	Whole bool
 }
 
 // Validate reports a config that cannot pack.
@@ -140,6 +148,18 @@ func (l *Loader) pack(ln *lane, j int) (Batch, LaneCursor, error) {
 			continue
 		}
 		run = 0
+		if l.cfg.Whole && p.Offset == 0 && n > 0 && len(toks) <= L && n+len(toks) > L {
+			// It would be cut: pad, and it starts the next sequence.
+			seg++
+			for k := n; k <= L; k++ {
+				stream[k], segs[k], loss[k] = 0, seg, false
+				if k < L {
+					b.Pos[k] = int32(k - n)
+				}
+			}
+			next = p
+			break
+		}
 		take := min(len(toks)-p.Offset, L+1-n)
 		if n+take == L+1 { // the last piece: its stream[L] starts the next sequence
 			next = LaneCursor{Epoch: p.Epoch, Doc: p.Doc, Offset: p.Offset + L - n}

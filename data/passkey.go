@@ -24,15 +24,21 @@ const (
 	passkeyDigits   = 5
 )
 
+// PasskeyMaxDigits is the longest key a passkey source may ask for (key_digits).
+const PasskeyMaxDigits = 64
+
 // PasskeyMinLen is the length of a passkey sample without filler: the
 // shortest NewPasskey makes. (The key replaces each of the three "%s".)
 const PasskeyMinLen = len(passkeyNeedle) + len(passkeyQuestion) + 3*(passkeyDigits-len("%s"))
 
+// PasskeyMinLenDigits is PasskeyMinLen for a key of digits digits.
+func PasskeyMinLenDigits(digits int) int { return PasskeyMinLen + 3*(digits-passkeyDigits) }
+
 // Passkey is one passkey sample.
 type Passkey struct {
 	Text     []byte // the sample; it ends with the answer: Key and "."
-	Key      string // the five digits
-	AnswerAt int    // byte offset in Text of the answer's first digit: Text[AnswerAt:AnswerAt+5] == Key
+	Key      string // its digits (five; a passkey source's key_digits in training)
+	AnswerAt int    // byte offset in Text of the answer's first digit: Text[AnswerAt:AnswerAt+len(Key)] == Key
 }
 
 // NewPasskey makes a sample of exactly length bytes (length >= PasskeyMinLen;
@@ -42,18 +48,33 @@ type Passkey struct {
 // tokenizer makes it length tokens. The same length, depth and rng state
 // give the same sample.
 func NewPasskey(length int, depth float64, rng *rand.Rand) Passkey {
-	if length < PasskeyMinLen {
-		panic(fmt.Sprintf("data: NewPasskey: length %d is below PasskeyMinLen (%d)", length, PasskeyMinLen))
+	return newPasskey(length, depth, passkeyDigits, rng)
+}
+
+// newPasskey is NewPasskey with a key of digits digits (1 to PasskeyMaxDigits).
+func newPasskey(length int, depth float64, digits int, rng *rand.Rand) Passkey {
+	minLen := PasskeyMinLenDigits(digits)
+	if length < minLen {
+		panic(fmt.Sprintf("data: NewPasskey: length %d is below the %d of a %d-digit key", length, minLen, digits))
 	}
-	key := fmt.Sprintf("%0*d", passkeyDigits, rng.IntN(int(math.Pow10(passkeyDigits))))
-	fill := length - PasskeyMinLen // filler bytes
+	var key string
+	if digits <= 18 { // one draw, as five-digit keys have always been made
+		key = fmt.Sprintf("%0*d", digits, rng.IntN(int(math.Pow10(digits))))
+	} else {
+		b := make([]byte, digits)
+		for i := range b {
+			b[i] = byte('0' + rng.IntN(10))
+		}
+		key = string(b)
+	}
+	fill := length - minLen // filler bytes
 	at := sentenceNear(int(math.Round(clamp01(depth)*float64(fill))), fill)
 	text := make([]byte, 0, length)
 	text = appendFiller(text, 0, at)
 	text = fmt.Appendf(text, passkeyNeedle, key, key)
 	text = appendFiller(text, at, fill)
 	text = fmt.Appendf(text, passkeyQuestion, key)
-	return Passkey{Text: text, Key: key, AnswerAt: len(text) - passkeyDigits - 1}
+	return Passkey{Text: text, Key: key, AnswerAt: len(text) - digits - 1}
 }
 
 // clamp01 is x clamped to [0, 1]; NaN is 0.
@@ -115,11 +136,15 @@ const passkeySeed = 0x7061737370657921 // "passkey!"
 type passkeySample struct {
 	seed, stream   uint64 // its generator: PCG(seed ^ passkeySeed, stream)
 	minLen, maxLen int    // its length is drawn from [minLen, maxLen]
+	digits         int    // of its key
 }
 
 // listPasskey lists the count samples of passkey source src of a corpus.
 func listPasskey(s SourceConfig, src int) ([]DocRef, error) {
-	lo, hi := s.MinLen, s.MaxLen
+	lo, hi, digits := s.MinLen, s.MaxLen, s.KeyDigits
+	if digits == 0 {
+		digits = passkeyDigits
+	}
 	if lo == 0 {
 		lo = s.SeqLen
 	}
@@ -135,8 +160,10 @@ func listPasskey(s SourceConfig, src int) ([]DocRef, error) {
 		return nil, fmt.Errorf("passkey: min_len (%d) and max_len (%d) must be >= 0 (0: seq_len)", s.MinLen, s.MaxLen)
 	case lo == 0 || hi == 0:
 		return nil, fmt.Errorf("passkey: min_len %d, max_len %d and no seq_len to stand for 0", s.MinLen, s.MaxLen)
-	case lo < PasskeyMinLen:
-		return nil, fmt.Errorf("passkey: min_len %d is below %d, the length of a sample without filler", lo, PasskeyMinLen)
+	case digits < 1 || digits > PasskeyMaxDigits:
+		return nil, fmt.Errorf("passkey: key_digits must be in [1, %d], got %d", PasskeyMaxDigits, digits)
+	case lo < PasskeyMinLenDigits(digits):
+		return nil, fmt.Errorf("passkey: min_len %d is below %d, the length of a sample without filler (with a %d-digit key)", lo, PasskeyMinLenDigits(digits), digits)
 	case lo > hi:
 		return nil, fmt.Errorf("passkey: min_len (%d) exceeds max_len (%d)", lo, hi)
 	}
@@ -144,7 +171,7 @@ func listPasskey(s SourceConfig, src int) ([]DocRef, error) {
 	for i := range docs {
 		docs[i] = DocRef{
 			Name: fmt.Sprintf("passkey[%d]:%d", src, i), kind: kindPasskey,
-			sample: passkeySample{seed: s.Seed, stream: uint64(src)<<32 | uint64(i), minLen: lo, maxLen: hi},
+			sample: passkeySample{seed: s.Seed, stream: uint64(src)<<32 | uint64(i), minLen: lo, maxLen: hi, digits: digits},
 		}
 	}
 	return docs, nil
@@ -156,5 +183,5 @@ func (p passkeySample) text() []byte {
 	rng := rand.New(rand.NewPCG(p.seed^passkeySeed, p.stream))
 	length := p.minLen + rng.IntN(p.maxLen-p.minLen+1)
 	depth := rng.Float64()
-	return NewPasskey(length, depth, rng).Text
+	return newPasskey(length, depth, p.digits, rng).Text
 }

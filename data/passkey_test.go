@@ -1,6 +1,7 @@
 package data_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -148,6 +149,48 @@ func TestPasskeySource(t *testing.T) {
 	}
 }
 
+// TestPasskeyKeyDigits: a source's key_digits makes keys of that many digits
+// in the same layout; 5 (or 0) gives exactly the samples of the default.
+func TestPasskeyKeyDigits(t *testing.T) {
+	read := func(src data.SourceConfig) []string {
+		c, err := data.OpenCorpus([]data.SourceConfig{src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, texts := readAll(t, c)
+		return texts
+	}
+	base := data.SourceConfig{Type: "passkey", Count: 20, MinLen: 250, MaxLen: 600, Seed: 9}
+	five := base
+	five.KeyDigits = 5
+	if !reflect.DeepEqual(read(base), read(five)) {
+		t.Errorf("key_digits 5 gives other samples than the default")
+	}
+	for _, digits := range []int{1, 18, 19, 40} {
+		src := base
+		src.KeyDigits = digits
+		keys := map[string]bool{}
+		for i, text := range read(src) {
+			if len(text) < 250 || len(text) > 600 {
+				t.Fatalf("%d digits: sample %d has %d bytes, want [250, 600]", digits, i, len(text))
+			}
+			key := text[len(text)-1-digits : len(text)-1]
+			if !regexp.MustCompile(fmt.Sprintf(`^[0-9]{%d}$`, digits)).MatchString(key) {
+				t.Fatalf("%d digits: sample %d ends with %q", digits, i, text[len(text)-1-digits:])
+			}
+			needle := "The pass key is " + key + ". Remember it. " + key + " is the pass key. "
+			question := "\nWhat is the pass key? The pass key is " + key + "."
+			if strings.Count(text, needle) != 1 || !strings.HasSuffix(text, question) {
+				t.Fatalf("%d digits: sample %d lacks the needle or the question: %q", digits, i, text)
+			}
+			keys[key] = true
+		}
+		if digits > 1 && len(keys) < 15 {
+			t.Errorf("%d digits: only %d distinct keys in 20 samples", digits, len(keys))
+		}
+	}
+}
+
 func TestPasskeySourceErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -160,6 +203,9 @@ func TestPasskeySourceErrors(t *testing.T) {
 		{"no seq_len", data.SourceConfig{Type: "passkey", Count: 1}, "seq_len"},
 		{"negative", data.SourceConfig{Type: "passkey", Count: 1, MinLen: -1, MaxLen: 200}, "min_len"},
 		{"max 0 is seq_len", data.SourceConfig{Type: "passkey", Count: 1, MinLen: 300, SeqLen: 256}, "exceeds max_len (256)"},
+		{"too short for the key", data.SourceConfig{Type: "passkey", Count: 1, MinLen: 110, MaxLen: 200, KeyDigits: 8}, "below 113, the length of a sample without filler (with a 8-digit key)"},
+		{"key too long", data.SourceConfig{Type: "passkey", Count: 1, MinLen: 400, MaxLen: 400, KeyDigits: 65}, "key_digits must be in [1, 64], got 65"},
+		{"key negative", data.SourceConfig{Type: "passkey", Count: 1, MinLen: 400, MaxLen: 400, KeyDigits: -1}, "key_digits"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,6 +33,7 @@ func Default() Recipe {
 			SeqLen:     1024,
 			Shuffle:    true,
 			Interleave: 8,
+			Pack:       "split",
 		},
 		Parallel: ParallelConfig{Workers: 1, SP: 0, DP: 1, Strategy: "ring"},
 		Memory: MemoryConfig{

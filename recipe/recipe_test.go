@@ -50,7 +50,7 @@ func TestDefault(t *testing.T) {
 			RopeScaling: recipe.RopeScalingConfig{Type: "none", LowFreqFactor: 1, HighFreqFactor: 4, BetaFast: 32, BetaSlow: 1},
 		},
 		LoRA:     recipe.LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}},
-		Data:     recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true, Interleave: 8},
+		Data:     recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true, Interleave: 8, Pack: "split"},
 		Parallel: recipe.ParallelConfig{Workers: 1, DP: 1, Strategy: "ring"},
 		Memory:   recipe.MemoryConfig{Recompute: "layer", Offload: "none", AttnBlockQ: 256, AttnBlockK: 256},
 		Optim: recipe.OptimConfig{

@@ -85,6 +85,12 @@ type DataConfig struct {
 	// come from different documents, so long documents do not fill whole stretches
 	// of training with one source. 1: documents strictly one after another.
 	Interleave int `yaml:"interleave"`
+	// Pack is how documents fill sequences: split (a document goes on in the
+	// next sequence where one ends) or whole (a document of at most seq_len
+	// tokens is never cut: the rest of a sequence it does not fit in is
+	// padding, without loss). whole suits tasks that need the whole document,
+	// as passkey samples do.
+	Pack string `yaml:"pack"`
 	// Heldout is how many documents (chosen by the seed) are set aside from
 	// training for torus eval --task ppl. 0: none.
 	Heldout int `yaml:"heldout"`
@@ -101,6 +107,10 @@ type SourceConfig struct {
 	Count   int      `yaml:"count"`   // passkey: how many samples
 	MinLen  int      `yaml:"min_len"` // passkey: shortest sample in tokens (0: data.seq_len)
 	MaxLen  int      `yaml:"max_len"` // passkey: longest sample in tokens (0: data.seq_len)
+	// KeyDigits is the passkey's length in digits (0: 5, the evaluation's).
+	// Longer keys in training give the copying circuit retrieval rests on
+	// more to learn from per sample; torus eval always asks for five.
+	KeyDigits int `yaml:"key_digits"`
 }
 
 // ParallelConfig is the worker layout: workers = dp x sp.

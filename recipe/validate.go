@@ -62,6 +62,10 @@ func (r Recipe) Validate() error {
 			c.atLeast(key+".count", s.Count, 1)
 			c.atLeast(key+".min_len", s.MinLen, 0)
 			c.atLeast(key+".max_len", s.MaxLen, 0)
+			c.atLeast(key+".key_digits", s.KeyDigits, 0)
+			if s.KeyDigits > maxKeyDigits {
+				c.add(key+".key_digits", "must be at most %d, got %d", maxKeyDigits, s.KeyDigits)
+			}
 			lo, hi := s.MinLen, s.MaxLen
 			if lo == 0 {
 				lo = d.SeqLen
@@ -95,6 +99,7 @@ func (r Recipe) Validate() error {
 	c.oneOf("data.tokenizer", d.Tokenizer, "byte")
 	c.atLeast("data.seq_len", d.SeqLen, 2) // one input and one target token
 	c.atLeast("data.interleave", d.Interleave, 1)
+	c.oneOf("data.pack", d.Pack, "split", "whole")
 	c.atLeast("data.heldout", d.Heldout, 0)
 
 	pc := r.Parallel
@@ -281,6 +286,9 @@ func (c *checker) oneOf(key, got string, allowed ...string) {
 	}
 	c.add(key, "must be one of %s, got %q", strings.Join(quoted, ", "), got)
 }
+
+// maxKeyDigits bounds data.sources[].key_digits (data.PasskeyMaxDigits).
+const maxKeyDigits = 64
 
 func (c *checker) atLeast(key string, got, least int) {
 	if got < least {

@@ -105,6 +105,8 @@ func TestValidate(t *testing.T) {
 		{"shift_groups odd", "attention: {shift_groups: 7}\n", nil,
 			`recipe.yaml:5: attention.shift_groups: must be 0 (full attention) or an even group size >= 2, got 7`},
 		{"passkey count", "", []string{"data.sources.0.type=passkey"}, `recipe.yaml:3: data.sources.0.count: must be >= 1, got 0`},
+		{"passkey key_digits", "", []string{"data.sources.0.type=passkey", "data.sources.0.count=5", "data.sources.0.key_digits=65"},
+			`--set data.sources.0.key_digits=65: must be at most 64, got 65`},
 		{"log progress", "log: {progress: fancy}\n", nil,
 			`recipe.yaml:5: log.progress: must be one of "auto", "bar", "plain", "none", got "fancy"`},
 	}

@@ -33,7 +33,8 @@ type Config struct {
 	SeqLen     int
 	Shuffle    bool
 	Interleave int
-	Heldout    int // documents set aside for evaluation (data.OpenSplit with Seed); 0: none
+	WholeDocs  bool // data.pack: whole (data.LoaderConfig.Whole)
+	Heldout    int  // documents set aside for evaluation (data.OpenSplit with Seed); 0: none
 
 	AttnBlockQ, AttnBlockK int
 	// ShiftGroups > 0 trains with shifted sparse attention (LongLoRA's S2-Attn)

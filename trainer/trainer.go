@@ -188,7 +188,7 @@ func openData(c Config) (*data.Loader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: c.SeqLen, Shuffle: c.Shuffle, Seed: c.Seed, Lanes: c.Interleave})
+	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: c.SeqLen, Shuffle: c.Shuffle, Seed: c.Seed, Lanes: c.Interleave, Whole: c.WholeDocs})
 }
 
 // StepNum is the number of optimizer steps taken.

@@ -36,7 +36,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 	var srcs []data.SourceConfig
 	for _, s := range r.Data.Sources {
 		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field,
-			Count: s.Count, MinLen: s.MinLen, MaxLen: s.MaxLen, SeqLen: r.Data.SeqLen, Seed: uint64(r.Seed)})
+			Count: s.Count, MinLen: s.MinLen, MaxLen: s.MaxLen, KeyDigits: s.KeyDigits, SeqLen: r.Data.SeqLen, Seed: uint64(r.Seed)})
 	}
 	m := r.Model
 	return trainer.Config{
@@ -56,6 +56,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		SeqLen:        r.Data.SeqLen,
 		Shuffle:       r.Data.Shuffle,
 		Interleave:    r.Data.Interleave,
+		WholeDocs:     r.Data.Pack == "whole",
 		Heldout:       r.Data.Heldout,
 		AttnBlockQ:    r.Memory.AttnBlockQ,
 		AttnBlockK:    r.Memory.AttnBlockK,
