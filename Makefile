@@ -44,7 +44,7 @@ bench: build
 	./bench/run.sh
 
 # The long-context example pair: a base model at 1024, extended to 4096 with LoRA and
-# linear RoPE scaling; passkey and perplexity tables before and after (runs/longctx).
+# YaRN RoPE scaling (x4); passkey and perplexity tables before and after (runs/longctx).
 longctx: build
 	./examples/longctx.sh
 

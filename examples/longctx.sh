@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make longctx: the long-context example pair, end to end.
 #   1. train a base model at seq_len 1024 (examples/recipes/longctx-base.yaml);
-#   2. extend it to 4096 with LoRA + linear RoPE scaling (x4) + trainable embed and
+#   2. extend it to 4096 with LoRA + YaRN RoPE scaling (x4) + trainable embed and
 #      norms, passkey samples mixed into the data (examples/recipes/longctx-extend.yaml);
 #   3. evaluate both: passkey retrieval at 1k, 4k and 8k (8k: never trained at) by
 #      depth, and perplexity by position on the same held-out documents to 8k.
@@ -23,7 +23,7 @@ stamp() { echo "[longctx $(($(date +%s) - start))s] $*" >&2; }
 
 stamp "1/3 base model at seq_len 1024"
 $T train examples/recipes/longctx-base.yaml --out "$OUT/base" --progress plain "${base_sets[@]}"
-stamp "2/3 extension to 4096: LoRA + linear RoPE scaling"
+stamp "2/3 extension to 4096: LoRA + YaRN RoPE scaling (x4)"
 $T train examples/recipes/longctx-extend.yaml --out "$OUT/extend" --set model.from="$OUT/base/final" --progress plain "${ext_sets[@]}"
 
 stamp "3/3 evaluation"
