@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/torusml/torus/launch"
@@ -26,6 +27,7 @@ type workerResult struct {
 	WaitSeconds []float64            `json:"wait_seconds"` // blocked on communication, per step
 	WaitKinds   []map[string]float64 `json:"wait_kinds"`   // the same, by what it waited for
 	BytesSent   []int64              `json:"bytes_sent"`   // per step
+	CPUSeconds  []float64            `json:"cpu_seconds"`  // CPU time the process used, per step
 	PeakRSS     int64                `json:"peak_rss_bytes"`
 	Memory      trainer.Memory       `json:"memory"` // of the last step
 }
@@ -68,7 +70,7 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 	}
 	res := workerResult{Rank: rank}
 	for i := range warmup + steps {
-		wait0, kinds0, sent0 := d.Wait.Seconds(), d.Wait.Kinds(), tr.Stats().BytesSent
+		wait0, kinds0, sent0, cpu0 := d.Wait.Seconds(), d.Wait.Kinds(), tr.Stats().BytesSent, cpuSeconds()
 		st, err := t.Step(ctx)
 		if err != nil {
 			return err
@@ -82,6 +84,7 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 			}
 			res.WaitKinds = append(res.WaitKinds, kinds)
 			res.BytesSent = append(res.BytesSent, tr.Stats().BytesSent-sent0)
+			res.CPUSeconds = append(res.CPUSeconds, cpuSeconds()-cpu0)
 			res.Memory = st.Memory
 		}
 	}
@@ -91,6 +94,19 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 		return err
 	}
 	return os.WriteFile(result, b, 0o644)
+}
+
+// cpuSeconds is the CPU time (user and system) this process has used so far.
+// A rank whose step took longer than its CPU time was kept off its core by
+// other processes; one that needed more CPU time than its peer for the same
+// work ran slower (where the VM does not account steal time, as here, time the
+// host takes the vCPU away counts as CPU time).
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // predictedBytes is what ring attention and the bucketed all-reduce must send
@@ -199,7 +215,8 @@ func runParallel(workerProcs int, cores string, single bool, recompute string, s
 		}
 		workers = append(workers, map[string]any{
 			"rank": r, "step_seconds_median": med, "wait_share": waitShare, "wait_share_by_kind": kindShare,
-			"wait_seconds_all": w.WaitSeconds, "step_seconds_all": w.StepSeconds,
+			"wait_seconds_all": w.WaitSeconds, "wait_kinds_all": w.WaitKinds, "step_seconds_all": w.StepSeconds,
+			"cpu_seconds_all":     w.CPUSeconds,
 			"bytes_sent_per_step": w.BytesSent[len(w.BytesSent)-1],
 			"bytes_predicted":     predictedBytes(cfg.Model, seqLen, 2, r, cfg.KeepAttention, p.NumParams()),
 			"peak_rss_bytes":      w.PeakRSS,
