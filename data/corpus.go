@@ -92,7 +92,7 @@ func openSource(s SourceConfig, src int) ([]DocRef, error) {
 	if s.Type == "passkey" {
 		return listPasskey(s, src)
 	}
-	path, err := expandPath(s.Path)
+	path, err := ExpandPath(s.Path)
 	if err != nil {
 		return nil, err
 	}

@@ -10,11 +10,11 @@ import (
 	"sync"
 )
 
-// expandPath replaces $VAR and ${VAR} in p with their environment values.
+// ExpandPath replaces $VAR and ${VAR} in p with their environment values.
 // $GOROOT, when unset, is the output of `go env GOROOT`, else runtime.GOROOT().
 // Any other unset (or empty) variable is an error: expanding it to "" would
 // silently turn "$DATA/books" into "/books".
-func expandPath(p string) (string, error) {
+func ExpandPath(p string) (string, error) {
 	if p == "" {
 		return "", errors.New("no path given")
 	}

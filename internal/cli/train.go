@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/torusml/torus/checkpoint"
+	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/recipe"
 	"github.com/torusml/torus/trainer"
 )
@@ -48,6 +49,7 @@ func newTrainCmd() *cobra.Command {
 				}
 			}
 			fmt.Fprintf(w, "torus: recipe %s (%s), run directory %s\n", args[0], r.Hash()[:12], out)
+			printExpandedSources(w, r)
 			if r.Parallel.Workers > 1 {
 				return launchLocal(cmd.Context(), w, args[0], sets, out, from, r)
 			}
@@ -171,3 +173,18 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out, from string, 
 }
 
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
+
+// printExpandedSources says where each data path with a $VARIABLE points: the
+// same recipe reads other files under another environment ($GOROOT follows the
+// go command, so another Go version is other source text), and that changes
+// the run.
+func printExpandedSources(w io.Writer, r recipe.Recipe) {
+	for i, s := range r.Data.Sources {
+		if s.Type == "passkey" || !strings.Contains(s.Path, "$") {
+			continue
+		}
+		if p, err := data.ExpandPath(s.Path); err == nil { // an error is reported when the data opens
+			fmt.Fprintf(w, "torus: data source %d (%s): %s is %s\n", i, s.Type, s.Path, p)
+		}
+	}
+}
