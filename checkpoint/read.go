@@ -19,10 +19,31 @@ import (
 	"github.com/torusml/torus/model"
 )
 
-// Latest is the path of the checkpoint ckptDir/latest names. Without a latest
-// file the error wraps ErrNoCheckpoint.
+// Latest is the path of the newest complete checkpoint of ckptDir: the one
+// ckptDir/latest names, or a newer step-NNNNNN folder whose manifest opens. The
+// rename of a checkpoint's folder to step-NNNNNN is its commit and latest is
+// rewritten just after it, so a crash between the two leaves a complete
+// checkpoint that latest does not name yet (or no latest file at all). Without
+// either the error wraps ErrNoCheckpoint.
 func Latest(ckptDir string) (string, error) {
 	name, err := readLatest(ckptDir)
+	if err != nil && !errors.Is(err, ErrNoCheckpoint) {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	named := -1
+	if err == nil {
+		named, _ = stepOf(name)
+	}
+	steps, serr := stepFolders(ckptDir)
+	if serr != nil {
+		return "", serr
+	}
+	for i := len(steps) - 1; i >= 0 && steps[i] > named; i-- {
+		dir := filepath.Join(ckptDir, Name(steps[i]))
+		if _, oerr := Open(dir); oerr == nil {
+			return dir, nil
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}

@@ -227,6 +227,30 @@ func TestLatest(t *testing.T) {
 	}
 }
 
+// A crash after a checkpoint's folder is renamed into place (its commit) but
+// before latest is rewritten: the checkpoint is complete and Latest finds it;
+// incomplete folders past it are not taken.
+func TestLatestAfterCrashBeforeLatest(t *testing.T) {
+	ckpt := t.TempDir()
+	save(t, ckpt, 5)
+	if err := os.Remove(filepath.Join(ckpt, checkpoint.LatestFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(ckpt, "step-000020"), 0o755); err != nil { // no manifest
+		t.Fatal(err)
+	}
+	if got, err := checkpoint.Latest(ckpt); err != nil || got != filepath.Join(ckpt, "step-000005") {
+		t.Fatalf("no latest file: Latest = %q, %v; want step-000005", got, err)
+	}
+	save(t, ckpt, 10)
+	if err := os.WriteFile(filepath.Join(ckpt, checkpoint.LatestFile), []byte("step-000005\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := checkpoint.Latest(ckpt); err != nil || got != filepath.Join(ckpt, "step-000010") {
+		t.Fatalf("latest names step-000005: Latest = %q, %v; want step-000010", got, err)
+	}
+}
+
 func TestList(t *testing.T) {
 	ckpt := t.TempDir()
 	if got, err := checkpoint.List(filepath.Join(ckpt, "missing")); err != nil || got != nil {

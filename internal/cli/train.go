@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,7 +73,8 @@ func resolveResume(w io.Writer, resume, out string) (from, runDir string, err er
 			return "", "", fmt.Errorf("--resume auto needs --out RUN_DIR: the run to continue, or to start")
 		}
 		ckptDir := trainer.RunDir(out).Ckpt()
-		if _, err := os.Stat(filepath.Join(ckptDir, checkpoint.LatestFile)); errors.Is(err, fs.ErrNotExist) {
+		from, err := checkpoint.Latest(ckptDir)
+		if errors.Is(err, checkpoint.ErrNoCheckpoint) {
 			fmt.Fprintf(w, "torus: --resume auto: no checkpoint in %s yet, starting a new run\n", out)
 			// A run that stopped before its first checkpoint starts over; its
 			// metrics are kept aside, not overwritten.
@@ -88,7 +88,6 @@ func resolveResume(w io.Writer, resume, out string) (from, runDir string, err er
 			}
 			return "", out, nil
 		}
-		from, err := checkpoint.Latest(ckptDir)
 		return from, out, err
 	}
 	if _, err := os.Stat(filepath.Join(resume, checkpoint.ManifestFile)); err == nil { // a checkpoint folder
