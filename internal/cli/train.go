@@ -136,8 +136,8 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out, from string, 
 			if m.RecipeHash != cfg.RecipeHash {
 				fmt.Fprintf(w, "torus: note: the recipe differs from the one the checkpoint was written with (%.12s, now %.12s)\n", m.RecipeHash, cfg.RecipeHash)
 			}
-			// Checkpoints this run wrote past the resumed step (a crash before
-			// latest moved, or a deliberate resume from an older one) are kept aside.
+			// Checkpoints this run wrote past the resumed step (a deliberate
+			// resume from an older one) are kept aside.
 			moved, err := checkpoint.SetAside(trainer.RunDir(out).Ckpt(), m.Step)
 			if err != nil {
 				return fmt.Errorf("train: %w", err)
