@@ -136,6 +136,33 @@ func TestKillDuringCheckpointWrites(t *testing.T) {
 	t.Logf("30 kills during checkpoint writes; the last checkpoint: step %d", lastStep)
 }
 
+// TestResumeAutoAfterCrashBeforeLatest: a crash after a checkpoint's folder is
+// renamed into place (its commit) but before ckpt/latest is written leaves a
+// complete checkpoint that latest does not name; --resume auto continues from
+// it rather than starting over into the existing step folders (which then failed
+// every restart with "step-000005 already exists" in TestLaunchRestartsAfterKill).
+func TestResumeAutoAfterCrashBeforeLatest(t *testing.T) {
+	recipe := ckptRecipe(t, 3)
+	run := filepath.Join(t.TempDir(), "run")
+	ckptDir := filepath.Join(run, "ckpt")
+	if out, err := exec.Command(torus, "train", recipe, "--out", run).CombinedOutput(); err != nil {
+		t.Fatalf("torus train: %v\n%s", err, out)
+	}
+	if err := os.Remove(filepath.Join(ckptDir, "latest")); err != nil { // as if killed just before it was written
+		t.Fatal(err)
+	}
+	out, err := exec.Command(torus, "train", recipe, "--out", run, "--resume", "auto", "--set", "schedule.steps=5").CombinedOutput()
+	if err != nil {
+		t.Fatalf("torus train --resume auto: %v\n%s", err, out)
+	}
+	if want := "resuming from " + filepath.Join(ckptDir, "step-000003"); !bytes.Contains(out, []byte(want)) {
+		t.Fatalf("want %q in:\n%s", want, out)
+	}
+	if latest, err := os.ReadFile(filepath.Join(ckptDir, "latest")); err != nil || strings.TrimSpace(string(latest)) != "step-000005" {
+		t.Errorf("latest after the resumed run = %q, %v; want step-000005", latest, err)
+	}
+}
+
 // TestCorruptCheckpointIsRefused: one flipped byte in any file of a checkpoint
 // makes `torus ckpt verify` fail naming that file, and `torus train --resume`
 // refuse with the same message.
