@@ -78,9 +78,12 @@ func TestKillDuringCheckpointWrites(t *testing.T) {
 	run := filepath.Join(t.TempDir(), "run")
 	ckptDir := filepath.Join(run, "ckpt")
 	rng := rand.New(rand.NewPCG(1, 2))
-	kills, lastStep := 0, -1
+	kills, lastStep, rounds := 0, -1, 0
 	for round := 0; kills < 30; round++ {
-		if round > 60 {
+		rounds = round + 1
+		// About half of the kills land inside a write on a quiet machine (a
+		// write often ends before the random delay does; more land under load).
+		if round > 150 {
 			t.Fatalf("only %d of 30 kills landed during a write in %d rounds", kills, round)
 		}
 		cmd := exec.Command(torus, "train", recipe, "--out", run, "--resume", "auto")
@@ -133,7 +136,7 @@ func TestKillDuringCheckpointWrites(t *testing.T) {
 	if !bytes.Contains(out, []byte(fmt.Sprintf("resuming from %s", filepath.Join(ckptDir, fmt.Sprintf("step-%06d", lastStep))))) {
 		t.Errorf("final resume did not start from step %d:\n%s", lastStep, out)
 	}
-	t.Logf("30 kills during checkpoint writes; the last checkpoint: step %d", lastStep)
+	t.Logf("30 kills during checkpoint writes in %d rounds; the last checkpoint: step %d", rounds, lastStep)
 }
 
 // TestResumeAutoAfterCrashBeforeLatest: a crash after a checkpoint's folder is
