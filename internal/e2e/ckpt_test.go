@@ -78,9 +78,8 @@ func TestKillDuringCheckpointWrites(t *testing.T) {
 	run := filepath.Join(t.TempDir(), "run")
 	ckptDir := filepath.Join(run, "ckpt")
 	rng := rand.New(rand.NewPCG(1, 2))
-	kills, lastStep, rounds := 0, -1, 0
-	for round := 0; kills < 30; round++ {
-		rounds = round + 1
+	kills, lastStep, round := 0, -1, 0
+	for ; kills < 30; round++ {
 		// About half of the kills land inside a write on a quiet machine (a
 		// write often ends before the random delay does; more land under load).
 		if round > 150 {
@@ -136,7 +135,7 @@ func TestKillDuringCheckpointWrites(t *testing.T) {
 	if !bytes.Contains(out, []byte(fmt.Sprintf("resuming from %s", filepath.Join(ckptDir, fmt.Sprintf("step-%06d", lastStep))))) {
 		t.Errorf("final resume did not start from step %d:\n%s", lastStep, out)
 	}
-	t.Logf("30 kills during checkpoint writes in %d rounds; the last checkpoint: step %d", rounds, lastStep)
+	t.Logf("30 kills during checkpoint writes in %d rounds; the last checkpoint: step %d", round, lastStep)
 }
 
 // TestResumeAutoAfterCrashBeforeLatest: a crash after a checkpoint's folder is
