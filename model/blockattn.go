@@ -315,14 +315,24 @@ func (b *BlockAttention) BeginBackward(q *tensors.Tensor, qt Tokens, o, lse, do 
 
 // Grad adds the contribution of keys (k, v, kt) to DQ and returns their dk, dv [Lk, KH, Dh].
 func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.Tensor, err error) {
-	kbs, err := bw.b.cutKV(k, v, kt)
+	parts, err := bw.GradParts(k, v, kt)
 	if err != nil {
 		return nil, nil, err
 	}
+	dk, dv = parts.SumOnto(nil, nil)
+	return dk, dv, nil
+}
+
+// GradParts is the costly half of Grad: it adds the contribution of keys (k, v,
+// kt) to DQ and returns their dk, dv one partial per query block, for SumOnto.
+func (bw *AttnBackward) GradParts(k, v *tensors.Tensor, kt Tokens) (*GradParts, error) {
+	kbs, err := bw.b.cutKV(k, v, kt)
+	if err != nil {
+		return nil, err
+	}
 	// Each query block adds into its own dk, dv partials (one per query block, so
-	// concurrent blocks never share one); they are summed at the end.
-	dks := make([]*tensors.Tensor, len(bw.qb))
-	dvs := make([]*tensors.Tensor, len(bw.qb))
+	// concurrent blocks never share one); SumOnto adds them up in block order.
+	parts := &GradParts{k: k, dk: make([]*tensors.Tensor, len(bw.qb)), dv: make([]*tensors.Tensor, len(bw.qb))}
 	err = bw.b.forEachQBlock(len(bw.qb), func(i int) error {
 		qb := bw.qb[i]
 		for _, kb := range kbs {
@@ -334,28 +344,49 @@ func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.T
 			if err != nil {
 				return err
 			}
-			if dks[i] == nil {
-				dks[i] = NewZeros(k.DType(), k.Shape().Dimensions...)
-				dvs[i] = NewZeros(v.DType(), v.Shape().Dimensions...)
+			if parts.dk[i] == nil {
+				parts.dk[i] = NewZeros(k.DType(), k.Shape().Dimensions...)
+				parts.dv[i] = NewZeros(v.DType(), v.Shape().Dimensions...)
 			}
 			AddRows(bw.DQ, qb.start, dq)
-			AddRows(dks[i], kb.start, dkb)
-			AddRows(dvs[i], kb.start, dvb)
+			AddRows(parts.dk[i], kb.start, dkb)
+			AddRows(parts.dv[i], kb.start, dvb)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	dk = NewZeros(k.DType(), k.Shape().Dimensions...)
-	dv = NewZeros(v.DType(), v.Shape().Dimensions...)
-	for i := range dks {
-		if dks[i] != nil {
-			AddInto(dk, dks[i])
-			AddInto(dv, dvs[i])
+	return parts, nil
+}
+
+// GradParts are the dk, dv partials of one key shard, one per query block (nil
+// where the block sees none of the keys).
+type GradParts struct {
+	k      *tensors.Tensor // for the shape and dtype
+	dk, dv []*tensors.Tensor
+}
+
+// SumOnto adds the partials to dk, dv one query block after the other, from
+// the last block to the first, and returns the sums (dk, dv are updated in
+// place; nil starts from zeros). Because the order is fixed, the queries of one
+// shard may be cut at a query block boundary into a head and a tail, their
+// GradParts computed apart (even on different workers), and the head's summed
+// onto the tail's: the bits are those of one Grad over the whole shard. (Last
+// first, so that the head, whose queries see the fewest keys, can be the part
+// that moves: parallel.Balancer.)
+func (p *GradParts) SumOnto(dk, dv *tensors.Tensor) (*tensors.Tensor, *tensors.Tensor) {
+	if dk == nil {
+		dk = NewZeros(p.k.DType(), p.k.Shape().Dimensions...)
+		dv = NewZeros(p.k.DType(), p.k.Shape().Dimensions...)
+	}
+	for i := len(p.dk) - 1; i >= 0; i-- {
+		if p.dk[i] != nil {
+			AddInto(dk, p.dk[i])
+			AddInto(dv, p.dv[i])
 		}
 	}
-	return dk, dv, nil
+	return dk, dv
 }
 
 // Backward is the backward of a shard's attention to its own keys: dq, dk, dv.

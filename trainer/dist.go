@@ -18,6 +18,10 @@ type Dist struct {
 	Mesh     parallel.Mesh
 	Strategy string             // ring | ulysses
 	Wait     parallel.WaitClock // time this worker's steps were blocked on communication
+	// Balance, under ring attention, lets a slower rank hand query blocks to the
+	// next one (parallel.Balancer; the results are bitwise the same). Every rank
+	// must have one, or none.
+	Balance *parallel.Balancer
 }
 
 // attention is the schedule for this worker: blockwise alone, or across the ring.
@@ -36,7 +40,7 @@ func (d *Dist) attention(local *model.BlockAttention, c Config) (Attention, erro
 	}
 	switch d.Strategy {
 	case "ring", "":
-		return &parallel.RingAttention{Attn: local, T: d.T, Mesh: d.Mesh, Wait: &d.Wait}, nil
+		return &parallel.RingAttention{Attn: local, T: d.T, Mesh: d.Mesh, Wait: &d.Wait, Balance: d.Balance}, nil
 	case "ulysses":
 		u, err := parallel.NewUlysses(local, d.T, d.Mesh)
 		if u != nil {

@@ -61,6 +61,11 @@ func runWorkers(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strat
 
 // runMesh is runWorkers with dp data-parallel groups of len(ts)/dp ranks.
 func runMesh(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy string, dp int) []result {
+	return runBalanced(t, cfg, ts, strategy, dp, func(int) *parallel.Balancer { return nil })
+}
+
+// runBalanced is runMesh with rank r's ring attention balanced by bal(r).
+func runBalanced(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy string, dp int, bal func(rank int) *parallel.Balancer) []result {
 	t.Helper()
 	n := max(len(ts), 1)
 	out := make([]result, n)
@@ -72,7 +77,7 @@ func runMesh(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy
 			defer wg.Done()
 			var d *trainer.Dist
 			if ts != nil {
-				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: n, DP: dp, SP: n / dp}, Strategy: strategy}
+				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: n, DP: dp, SP: n / dp}, Strategy: strategy, Balance: bal(r)}
 			}
 			tr, err := trainer.New(cfg, d)
 			if err != nil {
@@ -216,6 +221,41 @@ func TestParallelParityShiftGroups(t *testing.T) {
 						for name, w := range want.grads {
 							if e := relErr(g.grads[name], w); e > dc.tol || math.IsNaN(e) {
 								t.Errorf("rank %d: %s: relative error %.3g > %.0e", r, name, e, dc.tol)
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRingBalancingIsBitwise: with ranks handing query blocks to the next one
+// (every rank some, in forward and backward), the loss and every gradient are
+// bitwise those of the same workers unbalanced, over gRPC, with packed
+// documents, gradient accumulation 2, and under shifted sparse attention.
+func TestRingBalancingIsBitwise(t *testing.T) {
+	give := func(rank int) *parallel.Balancer {
+		return &parallel.Balancer{Fixed: func(call int, backward bool) int { return 1 + (rank+call)%2 }}
+	}
+	for _, dtype := range []dtypes.DType{dtypes.Float64, dtypes.Float32} {
+		for _, shift := range []int{0, 6} {
+			cfg := parityConfig(t, dtype, 64, 2)
+			cfg.ShiftGroups = shift
+			for _, n := range []int{2, 4} {
+				t.Run(fmt.Sprintf("%s/shift-%d/%d-workers", dtype, shift, n), func(t *testing.T) {
+					want := runWorkers(t, cfg, grpcTransports(t, n), "ring")
+					got := runBalanced(t, cfg, grpcTransports(t, n), "ring", 1, give)
+					for r := range n {
+						if got[r].loss != want[r].loss {
+							t.Errorf("rank %d: loss %.17g balanced, %.17g not", r, got[r].loss, want[r].loss)
+						}
+						for name, w := range want[r].grads {
+							for i := range w {
+								if got[r].grads[name][i] != w[i] {
+									t.Errorf("rank %d: %s[%d] = %.17g balanced, %.17g not", r, name, i, got[r].grads[name][i], w[i])
+									break
+								}
 							}
 						}
 					}
