@@ -35,7 +35,7 @@ func Default() Recipe {
 			Interleave: 8,
 			Pack:       "split",
 		},
-		Parallel: ParallelConfig{Workers: 1, SP: 0, DP: 1, Strategy: "ring"},
+		Parallel: ParallelConfig{Workers: 1, SP: 0, DP: 1, Strategy: "ring", Balance: "adaptive"},
 		Memory: MemoryConfig{
 			Recompute:  "layer",
 			Offload:    "none",

@@ -119,6 +119,10 @@ type ParallelConfig struct {
 	SP       int    `yaml:"sp"`       // sequence-parallel degree: ranks sharing each sequence (0: workers/dp)
 	DP       int    `yaml:"dp"`       // data-parallel degree: groups reading different sequences
 	Strategy string `yaml:"strategy"` // ring | ulysses (needs kv_heads % sp == 0)
+	// Balance: adaptive lets a ring rank that runs slower hand query blocks to
+	// the next rank (the results are bitwise the same); off keeps every rank on
+	// its own queries.
+	Balance string `yaml:"balance"`
 }
 
 // MemoryConfig is how activations are kept and how attention is blocked.

@@ -122,6 +122,7 @@ func (r Recipe) Validate() error {
 		}
 	}
 	c.oneOf("parallel.strategy", pc.Strategy, "ring", "ulysses")
+	c.oneOf("parallel.balance", pc.Balance, "adaptive", "off")
 
 	c.oneOf("memory.recompute", r.Memory.Recompute, "layer", "except_attention")
 	c.oneOf("memory.offload", r.Memory.Offload, "none", "host", "disk")

@@ -140,7 +140,11 @@ func newWorkerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			err = train(ctx, cmd.ErrOrStderr(), r, out, from, &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy})
+			d := &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy}
+			if r.Parallel.Balance == "adaptive" {
+				d.Balance = &parallel.Balancer{}
+			}
+			err = train(ctx, cmd.ErrOrStderr(), r, out, from, d)
 			if err == nil && cl != nil {
 				// Leave only once every rank is done: leaving earlier reads as a loss.
 				if err := cl.Finish(ctx, 30*time.Minute); err != nil {
