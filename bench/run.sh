@@ -12,7 +12,7 @@
 #   BENCH_STEPS=5                      timed steps per length
 #   BENCH_RECOMPUTE=except_attention   torus's memory.recompute (layer keeps only layer inputs)
 #   BENCH_PAR_LENGTH=16384             sequence for 2 workers (one core each) vs 1 worker (two cores)
-#   BENCH_PAR_STEPS=3                  timed steps of that comparison
+#   BENCH_PAR_STEPS=6                  timed steps of that comparison (balanced and held alternately)
 #   BENCH_CKPT_LENGTH=1024             sequence of the checkpoint-cost comparison
 #   BENCH_OFFLOAD_LENGTH=16384         sequence of the offload comparison (16 layers)
 set -uo pipefail
@@ -50,7 +50,7 @@ state() { # the machine's state, beside every figure
     state "after $L"
   done
   echo "bench: 2 workers vs 1 at ${BENCH_PAR_LENGTH:-16384}" >&2
-  ./bin/stepbench --mode parallel --seq-len "${BENCH_PAR_LENGTH:-16384}" --steps "${BENCH_PAR_STEPS:-3}" --warmup 1 --recompute "$recompute" \
+  ./bin/stepbench --mode parallel --seq-len "${BENCH_PAR_LENGTH:-16384}" --steps "${BENCH_PAR_STEPS:-6}" --warmup 1 --recompute "$recompute" --balance alternate \
     || echo '{"impl":"torus-parallel","status":"failed"}'
   state "after parallel"
   echo "bench: offload none, host, disk: 16 layers, seq_len ${BENCH_OFFLOAD_LENGTH:-16384}" >&2

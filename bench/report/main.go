@@ -157,10 +157,18 @@ func main() {
 			fmt.Printf("\n\nSequence parallelism, seq_len %d (ring, recompute %s, offload %s): 2 workers on one core each %.2f s/step\n",
 				p.SeqLen, p.Recompute, p.Offload, p.Two)
 		}
-		fmt.Println("| rank | s/step | blocked on communication | bytes sent/step | predicted from the model's shape | peak RSS |")
-		fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: |")
+		if p.Held > 0 {
+			fmt.Printf("Balancing (parallel.balance: adaptive) on every other step, held on the others, in the same run: held %.2f s/step; balanced / held %.3fx\n", p.Held, p.BalancedOverHeld)
+		}
+		fmt.Println("| rank | s/step | blocked on communication (target < 10%) | blocked, balancing held | bytes sent/step | predicted from the model's shape (+ what balancing moved) | every step agrees | peak RSS |")
+		fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
 		for _, w := range p.Workers {
-			fmt.Printf("| %d | %.3f | %.1f%% | %d | %d | %.0f MiB |\n", w.Rank, w.Median, 100*w.WaitShare, w.Sent, w.Predicted, mib(w.PeakRSS))
+			held := "n/a"
+			if p.Held > 0 {
+				held = fmt.Sprintf("%.1f%%", 100*w.HeldWaitShare)
+			}
+			fmt.Printf("| %d | %.3f | %.1f%% | %s | %d | %d (+%d) | %v | %.0f MiB |\n", w.Rank, w.Median, 100*w.WaitShare, held, w.Sent,
+				w.Predicted, w.Balancing, w.Agree, mib(w.PeakRSS))
 		}
 	}
 	var none *offloadRow
@@ -208,13 +216,20 @@ type parRow struct {
 	One       float64 `json:"one_worker_two_cores_s"`
 	Two       float64 `json:"two_workers_one_core_each_s"`
 	Ratio     float64 `json:"ratio_two_over_one"`
-	Workers   []struct {
-		Rank      int     `json:"rank"`
-		Median    float64 `json:"step_seconds_median"`
-		WaitShare float64 `json:"wait_share"`
-		Sent      int64   `json:"bytes_sent_per_step"`
-		Predicted int64   `json:"bytes_predicted"`
-		PeakRSS   int64   `json:"peak_rss_bytes"`
+	// Held and BalancedOverHeld: with --balance alternate, the steps with
+	// balancing held, and the step-time ratio.
+	Held             float64 `json:"held_two_workers_s"`
+	BalancedOverHeld float64 `json:"ratio_balanced_over_held"`
+	Workers          []struct {
+		Rank          int     `json:"rank"`
+		Median        float64 `json:"step_seconds_median"`
+		WaitShare     float64 `json:"wait_share"`
+		HeldWaitShare float64 `json:"held_wait_share"`
+		Sent          int64   `json:"bytes_sent_per_step"`
+		Predicted     int64   `json:"bytes_predicted"`
+		Balancing     int64   `json:"bytes_balancing"`
+		Agree         bool    `json:"bytes_agree_every_step"`
+		PeakRSS       int64   `json:"peak_rss_bytes"`
 	} `json:"workers"`
 }
 

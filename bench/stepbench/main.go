@@ -40,6 +40,7 @@ func main() {
 		single  = flag.Bool("single", true, "parallel mode: also time 1 worker on both cores, for the ratio")
 		cores   = flag.String("cores", "0,1", "parallel mode: the core each rank is pinned to")
 		recomp  = flag.String("recompute", "layer", "memory.recompute: layer | except_attention")
+		balance = flag.String("balance", "adaptive", "parallel mode: parallel.balance of the 2 workers: adaptive | off")
 		memLim  = flag.Int("memory-limit-mib", 0, "memory.limit_mib: soft memory limit of each process (0: none)")
 		impl    = flag.String("impl", "torus", "step mode: the impl field of the JSON line (torus-offload for the offload comparison)")
 		offload = flag.String("offload", "none", "memory.offload: none | host | disk (spill files in a folder under the current directory)")
@@ -49,11 +50,11 @@ func main() {
 	var err error
 	switch *mode {
 	case "parallel":
-		err = runParallel(*wprocs, *cores, *single, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+		err = runParallel(*wprocs, *cores, *single, *recomp, *balance, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	case "ckpt":
 		err = runCkpt(*recomp, *seqLen, 6, *steps, *blockQ, *blockK, *layers, *ckptDir)
 	case "worker":
-		err = runWorker(*rank, *result, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+		err = runWorker(*rank, *result, *recomp, *balance, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	default:
 		err = run(*mode, *recomp, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers, *profile)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,19 +23,21 @@ import (
 
 // workerResult is what each worker of a parallel run measured.
 type workerResult struct {
-	Rank        int                  `json:"rank"`
-	StepSeconds []float64            `json:"step_seconds"`
-	WaitSeconds []float64            `json:"wait_seconds"` // blocked on communication, per step
-	WaitKinds   []map[string]float64 `json:"wait_kinds"`   // the same, by what it waited for
-	BytesSent   []int64              `json:"bytes_sent"`   // per step
-	CPUSeconds  []float64            `json:"cpu_seconds"`  // CPU time the process used, per step
-	PeakRSS     int64                `json:"peak_rss_bytes"`
-	Memory      trainer.Memory       `json:"memory"` // of the last step
+	Rank        int                     `json:"rank"`
+	StepSeconds []float64               `json:"step_seconds"`
+	WaitSeconds []float64               `json:"wait_seconds"` // blocked on communication, per step
+	WaitKinds   []map[string]float64    `json:"wait_kinds"`   // the same, by what it waited for
+	BytesSent   []int64                 `json:"bytes_sent"`   // per step
+	CPUSeconds  []float64               `json:"cpu_seconds"`  // CPU time the process used, per step
+	Balance     []parallel.BalanceStats `json:"balance"`      // what the balancer moved, per step
+	Held        []bool                  `json:"held"`         // per step: balancing held (--balance alternate)
+	PeakRSS     int64                   `json:"peak_rss_bytes"`
+	Memory      trainer.Memory          `json:"memory"` // of the last step
 }
 
 // runWorker is one rank of a 2-worker job: it listens, learns its peer from the
 // launcher (stdin), trains, and writes its measurements.
-func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
+func runWorker(rank int, result, recompute, balance string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
 	cfg, cleanup, err := benchConfig(recompute, seqLen, steps, warmup, blockQ, blockK, layers)
 	if err != nil {
 		return err
@@ -64,13 +67,31 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 		return err
 	}
 	d := &trainer.Dist{T: tr, Mesh: mesh, Strategy: "ring"}
+	if balance == "adaptive" || balance == "alternate" {
+		d.Balance = &parallel.Balancer{}
+	}
 	t, err := trainer.New(cfg, d)
 	if err != nil {
 		return err
 	}
 	res := workerResult{Rank: rank}
 	for i := range warmup + steps {
-		wait0, kinds0, sent0, cpu0 := d.Wait.Seconds(), d.Wait.Kinds(), tr.Stats().BytesSent, cpuSeconds()
+		if dir := os.Getenv("STEPBENCH_WORKER_PROFILE"); dir != "" && i == warmup { // the timed steps
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("rank%d.prof", rank)))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		held := balance == "alternate" && i >= warmup && (i-warmup)%2 == 1 // the same steps on every rank
+		if d.Balance != nil {
+			d.Balance.Hold(held)
+		}
+		wait0, kinds0, sent0, cpu0, bal0 := d.Wait.Seconds(), d.Wait.Kinds(), tr.Stats().BytesSent, cpuSeconds(), d.Balance.Stats()
 		st, err := t.Step(ctx)
 		if err != nil {
 			return err
@@ -85,6 +106,8 @@ func runWorker(rank int, result, recompute string, seqLen, steps, warmup, blockQ
 			res.WaitKinds = append(res.WaitKinds, kinds)
 			res.BytesSent = append(res.BytesSent, tr.Stats().BytesSent-sent0)
 			res.CPUSeconds = append(res.CPUSeconds, cpuSeconds()-cpu0)
+			res.Balance = append(res.Balance, balanceDiff(d.Balance.Stats(), bal0))
+			res.Held = append(res.Held, held)
 			res.Memory = st.Memory
 		}
 	}
@@ -107,6 +130,28 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// balanceDiff is what the balancer did between two readings of its stats.
+func balanceDiff(a, b parallel.BalanceStats) parallel.BalanceStats {
+	return parallel.BalanceStats{Calls: a.Calls - b.Calls, FwdGiven: a.FwdGiven - b.FwdGiven, FwdTaken: a.FwdTaken - b.FwdTaken,
+		BwdGiven: a.BwdGiven - b.BwdGiven, BwdTaken: a.BwdTaken - b.BwdTaken, BwdGivingCalls: a.BwdGivingCalls - b.BwdGivingCalls,
+		Changes: a.Changes - b.Changes}
+}
+
+// balanceBytes is what the balancer's messages add to one rank's bytes sent,
+// from the model's shape and what it moved (float32): a header and a pace report
+// each call; forward, the query rows given (and their positions, document ids)
+// and the attention output and lse of the rows taken; backward, the query, output,
+// lse and upstream gradient rows given, the key/value gradient sums sent in two
+// parts at each later step of a giving call, and dq of the rows taken.
+func balanceBytes(c model.Config, seqLen, sp int, st parallel.BalanceStats) int64 {
+	qRow := int64(c.Heads*c.HeadDimension()) * 4
+	lseRow, ids := int64(c.Heads)*4, int64(2*4)
+	dkv := 2 * int64(seqLen/sp) * int64(c.KVHeads*c.HeadDimension()) * 4
+	return st.Calls*(4+16) +
+		st.FwdGiven*(qRow+ids) + st.FwdTaken*(qRow+lseRow) +
+		st.BwdGiven*(3*qRow+lseRow+ids) + st.BwdGivingCalls*int64(sp-1)*dkv + st.BwdTaken*qRow
 }
 
 // predictedBytes is what ring attention and the bucketed all-reduce must send
@@ -133,7 +178,7 @@ func predictedBytes(c model.Config, seqLen, sp, rank int, keepAttention bool, nP
 
 // runParallel: the same sequence with 1 worker on both cores, then 2 workers
 // pinned to one core each, side by side in one run.
-func runParallel(workerProcs int, cores string, single bool, recompute string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
+func runParallel(workerProcs int, cores string, single bool, recompute, balance string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -144,7 +189,8 @@ func runParallel(workerProcs int, cores string, single bool, recompute string, s
 	}
 	args := []string{"--recompute", recompute, "--seq-len", strconv.Itoa(seqLen), "--steps", strconv.Itoa(steps),
 		"--warmup", strconv.Itoa(warmup), "--block-q", strconv.Itoa(blockQ), "--block-k", strconv.Itoa(blockK),
-		"--layers", strconv.Itoa(layers), "--offload", offloadMode, "--memory-limit-mib", strconv.Itoa(memoryLimitMiB)}
+		"--layers", strconv.Itoa(layers), "--offload", offloadMode, "--memory-limit-mib", strconv.Itoa(memoryLimitMiB),
+		"--balance", balance}
 	var one struct {
 		Median float64 `json:"step_seconds_median"`
 	}
@@ -191,10 +237,10 @@ func runParallel(workerProcs int, cores string, single bool, recompute string, s
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"impl": "torus-parallel", "seq_len": seqLen, "recompute": recompute, "cores": cores,
+	out := map[string]any{"impl": "torus-parallel", "seq_len": seqLen, "recompute": recompute, "cores": cores, "balance": balance,
 		"offload": offloadMode, "memory_limit_mib": memoryLimitMiB, "one_worker_two_cores_s": one.Median}
 	var workers []map[string]any
-	var slowest float64
+	var slowest, slowestHeld float64
 	for r := range 2 {
 		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("rank%d.json", r)))
 		if err != nil {
@@ -204,24 +250,62 @@ func runParallel(workerProcs int, cores string, single bool, recompute string, s
 		if err := json.Unmarshal(b, &w); err != nil {
 			return err
 		}
-		med := median(w.StepSeconds)
+		// With --balance alternate, the balanced steps and the held ones apart.
+		steps, waits, heldSteps, heldWaits := w.StepSeconds, w.WaitSeconds, []float64{}, []float64{}
+		if balance == "alternate" {
+			steps, waits = nil, nil
+			for i, h := range w.Held {
+				if h {
+					heldSteps, heldWaits = append(heldSteps, w.StepSeconds[i]), append(heldWaits, w.WaitSeconds[i])
+				} else {
+					steps, waits = append(steps, w.StepSeconds[i]), append(waits, w.WaitSeconds[i])
+				}
+			}
+		}
+		med := median(steps)
 		slowest = max(slowest, med)
-		waitShare := median(w.WaitSeconds) / med
+		waitShare := median(waits) / med
+		// Bytes: every step's against the shape's figure plus what the balancer
+		// moved in that step.
+		shape := predictedBytes(cfg.Model, seqLen, 2, r, cfg.KeepAttention, p.NumParams())
+		agree := true
+		var moved int64
+		for i, sent := range w.BytesSent {
+			moved = 0
+			if i < len(w.Balance) {
+				moved = balanceBytes(cfg.Model, seqLen, 2, w.Balance[i])
+			}
+			agree = agree && sent == shape+moved
+		}
 		kindShare := map[string]float64{} // of the median step (by total wait)
 		if i := medianIndex(w.WaitSeconds); i >= 0 {
 			for k, v := range w.WaitKinds[i] {
 				kindShare[k] = v / w.StepSeconds[i]
 			}
 		}
-		workers = append(workers, map[string]any{
+		wr := map[string]any{
 			"rank": r, "step_seconds_median": med, "wait_share": waitShare, "wait_share_by_kind": kindShare,
 			"wait_seconds_all": w.WaitSeconds, "wait_kinds_all": w.WaitKinds, "step_seconds_all": w.StepSeconds,
-			"cpu_seconds_all":     w.CPUSeconds,
-			"bytes_sent_per_step": w.BytesSent[len(w.BytesSent)-1],
-			"bytes_predicted":     predictedBytes(cfg.Model, seqLen, 2, r, cfg.KeepAttention, p.NumParams()),
-			"peak_rss_bytes":      w.PeakRSS,
-			"memory":              w.Memory,
-		})
+			"cpu_seconds_all":        w.CPUSeconds,
+			"bytes_sent_per_step":    w.BytesSent[len(w.BytesSent)-1],
+			"bytes_predicted":        shape + moved,
+			"bytes_balancing":        moved, // of the prediction: what the balancer's messages add
+			"bytes_agree_every_step": agree,
+			"balance_all":            w.Balance,
+			"held_all":               w.Held,
+			"peak_rss_bytes":         w.PeakRSS,
+			"memory":                 w.Memory,
+		}
+		if len(heldSteps) > 0 {
+			hm := median(heldSteps)
+			slowestHeld = max(slowestHeld, hm)
+			wr["held_step_seconds_median"], wr["held_wait_share"] = hm, median(heldWaits)/hm
+		}
+		workers = append(workers, wr)
+	}
+	if slowestHeld > 0 {
+		out["held_two_workers_s"] = slowestHeld // the same workers, steps with balancing held
+		out["ratio_balanced_over_held"] = slowest / slowestHeld
 	}
 	out["workers"] = workers
 	out["two_workers_one_core_each_s"] = slowest
