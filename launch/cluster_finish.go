@@ -21,7 +21,10 @@ func (c *Cluster) Finish(ctx context.Context, timeout time.Duration) error {
 		return err
 	}
 	c.meta.set(meta)
-	if err := c.ml.UpdateNode(5 * time.Second); err != nil {
+	if err := c.ml.UpdateNode(5 * time.Second); err != nil && !c.othersDone(self.Rank) {
+		// (When every other member was done already, they may have seen this
+		// rank's news and left before the broadcast's last retransmission: it
+		// then has no one to go to, which is no failure.)
 		return fmt.Errorf("cluster: rank %d: announce done: %w", self.Rank, err)
 	}
 	deadline := time.NewTimer(timeout)
@@ -41,11 +44,15 @@ func (c *Cluster) Finish(ctx context.Context, timeout time.Duration) error {
 }
 
 // allDone: every member of this job and attempt still here says it is done.
-func (c *Cluster) allDone() bool {
+func (c *Cluster) allDone() bool { return c.othersDone(-1) }
+
+// othersDone: every member of this job and attempt still here, but rank skip,
+// says it is done.
+func (c *Cluster) othersDone(skip int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, v := range c.view {
-		if v.err == nil && c.same(v.m) && !v.m.Done {
+		if v.err == nil && c.same(v.m) && !v.m.Done && v.m.Rank != skip {
 			return false
 		}
 	}
