@@ -173,6 +173,7 @@ func watch(ctx context.Context, procs []*proc, stopAll func()) error {
 		select {
 		case e := <-exits:
 			if e.err != nil {
+				settle(ctx, procs, settleTime)
 				stopAll()
 				return firstCause(e, exits)
 			}
@@ -182,6 +183,27 @@ func watch(ctx context.Context, procs []*proc, stopAll func()) error {
 		}
 	}
 	return nil
+}
+
+// settleTime is how long the other workers get, after one failed, to notice
+// on their own (a broken stream is seen at once) and exit with an error that
+// names the lost rank, before they are stopped: a signal first would leave
+// them saying only that they were cancelled.
+const settleTime = 3 * time.Second
+
+// settle waits until every worker has exited, at most d.
+func settle(ctx context.Context, procs []*proc, d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for _, p := range procs {
+		select {
+		case <-p.exited:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 type exit struct {

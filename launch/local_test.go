@@ -37,6 +37,13 @@ func TestRunLocal(t *testing.T) {
 			}
 			return listenAndRead + `sleep 60`
 		}, 1, "exited with status 3"},
+		{"the others exit on their own before being stopped", func(r int) string {
+			if r == 1 {
+				return listenAndRead + `exit 3`
+			}
+			// A worker that notices the loss a moment later and says so, unless signalled first.
+			return listenAndRead + `trap 'echo "rank $R was stopped" >&2; exit 9' TERM; sleep 0.3; echo "rank $R lost rank 1" >&2; exit 1`
+		}, 1, "exited with status 3"},
 		{"one dies before listening", func(r int) string {
 			if r == 2 {
 				return `exit 5`
@@ -66,6 +73,10 @@ func TestRunLocal(t *testing.T) {
 			var we *launch.WorkerError
 			if !errors.As(err, &we) || we.Rank != tc.wantRank || !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Fatalf("got %v, want rank %d: %s", err, tc.wantRank, tc.wantMsg)
+			}
+			if strings.Contains(tc.name, "on their own") && (strings.Contains(out.String(), "was stopped") ||
+				!strings.Contains(out.String(), "[rank 2] rank 2 lost rank 1")) {
+				t.Errorf("the others were stopped before they could say what they saw:\n%s", out.String())
 			}
 		})
 	}
