@@ -17,14 +17,8 @@ import (
 	"github.com/torusml/torus/parallel"
 )
 
-// ringOut is what one rank's ring attention produced in one forward and backward.
-type ringOut struct{ o, lse, dq, dk, dv *tensors.Tensor }
-
-// runRing runs two forward+backward calls of ring attention on every rank of an
-// sp-rank local job (every rank with the balancer bal(rank), nil for none) over
-// the zigzag shards of one packed sequence, and returns each rank's outputs of
-// the second call and the balancers' stats.
-func runRing(t *testing.T, sp int, dtype dtypes.DType, bal func(rank int) *parallel.Balancer, transport newJobFunc) ([]ringOut, []parallel.BalanceStats) {
+// ringPieces are the compiled pieces of a small model (4 heads, 2 kv heads of 4).
+func ringPieces(t *testing.T) *model.Pieces {
 	t.Helper()
 	backend, err := gobackend.New("")
 	if err != nil {
@@ -35,6 +29,20 @@ func runRing(t *testing.T, sp int, dtype dtypes.DType, bal func(rank int) *paral
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pieces
+}
+
+// ringOut is what one rank's ring attention produced in one forward and backward.
+type ringOut struct{ o, lse, dq, dk, dv *tensors.Tensor }
+
+// runRing runs two forward+backward calls of ring attention on every rank of an
+// sp-rank local job (every rank with the balancer bal(rank), nil for none) over
+// the zigzag shards of one packed sequence, and returns each rank's outputs of
+// the second call and the balancers' stats.
+func runRing(t *testing.T, sp int, dtype dtypes.DType, bal func(rank int) *parallel.Balancer, transport newJobFunc) ([]ringOut, []parallel.BalanceStats) {
+	t.Helper()
+	pieces := ringPieces(t)
+	cfg := pieces.Config()
 	// One packed sequence of 2*sp chunks of 12 tokens: documents end inside
 	// shards and run across them.
 	L := 2 * sp * 12
@@ -175,15 +183,7 @@ func TestRingBalancedIsBitwiseUnbalanced(t *testing.T) {
 // than a shard has, or rows that are not whole blocks, is a protocol error
 // naming it, not a panic or a hang.
 func TestRingBalanceRejectsBadOffer(t *testing.T) {
-	backend, err := gobackend.New("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := model.Config{Vocab: 16, Dim: 16, Layers: 1, Heads: 4, KVHeads: 2, MLPDim: 16, RopeTheta: 10000, NormEps: 1e-5}
-	pieces, err := model.NewPieces(backend, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pieces := ringPieces(t)
 	const lw = 16
 	tok := model.Tokens{Pos: make([]int32, lw), Doc: make([]int32, lw)}
 	for i := range tok.Pos {

@@ -94,15 +94,11 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 		}
 	}
 	if profile != "" {
-		f, err := os.Create(profile)
+		stop, err := startProfile(profile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	model.PieceTimes() // reset: count the timed steps only
 	var times []float64
@@ -204,4 +200,17 @@ func medianIndex(x []float64) int {
 	}
 	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(x[a], x[b]) })
 	return idx[len(idx)/2]
+}
+
+// startProfile starts a CPU profile into path; call stop to end it.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

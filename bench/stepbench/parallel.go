@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,15 +76,11 @@ func runWorker(rank int, result, recompute, balance string, seqLen, steps, warmu
 	res := workerResult{Rank: rank}
 	for i := range warmup + steps {
 		if dir := os.Getenv("STEPBENCH_WORKER_PROFILE"); dir != "" && i == warmup { // the timed steps
-			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("rank%d.prof", rank)))
+			stop, err := startProfile(filepath.Join(dir, fmt.Sprintf("rank%d.prof", rank)))
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
+			defer stop()
 		}
 		held := balance == "alternate" && i >= warmup && (i-warmup)%2 == 1 // the same steps on every rank
 		if d.Balance != nil {
