@@ -104,11 +104,16 @@ func (b *Balancer) Stats() BalanceStats {
 	return b.stats
 }
 
-func kindIndex(backward bool) int {
+// state is the balancing of forward or backward calls (b.mu held).
+func (b *Balancer) state(backward bool) *balanceState {
+	k := &b.kinds[0]
 	if backward {
-		return 1
+		k = &b.kinds[1]
 	}
-	return 0
+	if k.own == nil {
+		k.own, k.next = map[int]pace{}, map[int]pace{}
+	}
+	return k
 }
 
 // rowsToGive starts call and returns how many of the shard's query rows the
@@ -121,7 +126,7 @@ func (b *Balancer) rowsToGive(call int, backward bool, work []float64, blockQ in
 	b.calls = call
 	b.stats.Calls++
 	nb := len(work)
-	k := &b.kinds[kindIndex(backward)]
+	k := b.state(backward)
 	k.mutual, k.taken = mutual, 0
 	k.cum = append(k.cum[:0], 0)
 	for _, w := range work {
@@ -153,7 +158,7 @@ func (b *Balancer) rowsToGive(call int, backward bool, work []float64, blockQ in
 func (b *Balancer) took(backward bool, rows int, work float64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.kinds[kindIndex(backward)].taken = work
+	b.state(backward).taken = work
 	if backward {
 		b.stats.BwdTaken += int64(rows)
 	} else {
@@ -166,10 +171,7 @@ func (b *Balancer) took(backward bool, rows int, work float64) {
 func (b *Balancer) record(call int, backward bool, busy float64) pace {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := &b.kinds[kindIndex(backward)]
-	if k.own == nil {
-		k.own, k.next = map[int]pace{}, map[int]pace{}
-	}
+	k := b.state(backward)
 	var p pace
 	if nb := len(k.cum) - 1; nb >= 1 {
 		p = pace{busy: busy, work: k.cum[nb] - k.cum[k.given] + k.taken}
@@ -192,12 +194,9 @@ func (b *Balancer) record(call int, backward bool, busy float64) pace {
 func (b *Balancer) report(call int, backward bool, next pace) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := &b.kinds[kindIndex(backward)]
+	k := b.state(backward)
 	own, ok := k.own[call]
 	if !ok {
-		if k.next == nil {
-			k.own, k.next = map[int]pace{}, map[int]pace{}
-		}
 		k.next[call] = next // judged when this rank's own is recorded
 		return
 	}
