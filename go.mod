@@ -14,6 +14,7 @@ require (
 
 require (
 	github.com/go-logr/logr v1.4.4 // indirect
+	github.com/gomlx/go-xla v0.4.13 // indirect
 	github.com/google/btree v1.1.3 // indirect
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-immutable-radix v1.3.1 // indirect
