@@ -3,6 +3,7 @@ module github.com/torusml/torus
 go 1.27.3
 
 require (
+	github.com/NVIDIA/go-nvml v0.13.4-1
 	github.com/gomlx/compute v0.1.14
 	github.com/gomlx/gomlx v0.28.16
 	github.com/hashicorp/memberlist v0.7.0

@@ -47,6 +47,12 @@ type LocalConfig struct {
 	Grace time.Duration
 	// OnStart, if set, is told each worker's process id as it starts.
 	OnStart func(rank, pid int)
+	// Backend is the workers' backend name (the recipe's backend). Unless it
+	// is cpu, each worker gets a GPU of its own where NVML sees GPUs:
+	// CUDA_VISIBLE_DEVICES in its environment (see GPUAssignment).
+	Backend string
+	// GPUs counts this machine's GPUs; nil: NVML (device.GPUs). Tests stand in for it.
+	GPUs func() (int, error)
 }
 
 // WorkerError says which rank ended the job, and how.
@@ -91,6 +97,7 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 	}
 	var mu sync.Mutex // serialises writes to c.Stderr
 	procs := make([]*proc, c.Workers)
+	gpus := workerGPUs(c)
 	stopAll := func() {
 		for _, p := range procs {
 			if p != nil && p.cmd.Process != nil {
@@ -118,7 +125,11 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		}
 	}
 	for i, r := range c.Ranks {
-		p, err := start(r, c, &mu)
+		env := []string{fmt.Sprintf("TORUS_RANK=%d", r)}
+		if gpus != nil {
+			env = append(env, "CUDA_VISIBLE_DEVICES="+gpus[i])
+		}
+		p, err := start(r, env, c, &mu)
 		if err != nil {
 			stopAll()
 			return err
@@ -230,11 +241,13 @@ func firstCause(first exit, more <-chan exit) error {
 	}
 }
 
-func start(rank int, c LocalConfig, mu *sync.Mutex) (*proc, error) {
+// start starts rank's worker with env added to this process's environment
+// (where a name is in both, env's comes last and wins).
+func start(rank int, env []string, c LocalConfig, mu *sync.Mutex) (*proc, error) {
 	path, args := c.Command(rank)
 	cmd := exec.Command(path, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stopping a worker stops whatever it started
-	cmd.Env = append(os.Environ(), fmt.Sprintf("TORUS_RANK=%d", rank))
+	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

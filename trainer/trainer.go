@@ -34,6 +34,7 @@ type StepStats struct {
 	// Checkpoint is the checkpoint this step started writing (in the background), if any.
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Memory     Memory `json:"memory"`
+	Device            // mfu, device memory and GPU load (devstats.go)
 }
 
 // Memory is what this worker holds, by component, in bytes.

@@ -119,7 +119,7 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"impl": implName, "seq_len": seqLen, "recompute": recompute, "layers": layers, "block_q": blockQ, "block_k": blockK,
 		"step_seconds_median": med, "step_seconds_all": times, "tokens_per_s": float64(seqLen) / med,
-		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": StepFLOPs(cfg.Model, seqLen), "status": "ok",
+		"peak_rss_bytes": trainer.PeakRSS(), "flops_per_step": model.StepFLOPs(cfg.Model, seqLen), "status": "ok",
 		"offload": cfg.Offload, "memory": mem,
 	})
 }

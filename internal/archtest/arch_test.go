@@ -17,20 +17,21 @@ const module = "github.com/torusml/torus/"
 // whatever these reach, and on nothing else of ours.
 var allowed = map[string][]string{
 	"cmd/torus":       {"internal/cli"},
-	"internal/cli":    {"launch", "trainer", "eval", "checkpoint", "recipe", "data", "model", "optim", "plan"},
-	"trainer":         {"model", "parallel", "data", "optim", "checkpoint"},
-	"launch":          {"parallel"},
-	"eval":            {"model", "data", "checkpoint"},
+	"internal/cli":    {"launch", "trainer", "eval", "checkpoint", "recipe", "data", "model", "optim", "plan", "device"},
+	"trainer":         {"model", "parallel", "data", "optim", "checkpoint", "device"},
+	"launch":          {"parallel", "device"},
+	"eval":            {"model", "data", "checkpoint", "device"},
 	"checkpoint":      {"model", "data", "optim"},
 	"parallel":        {"model"},
+	"device":          {},
 	"model":           {},
 	"data":            {},
 	"optim":           {},
 	"recipe":          {},
-	"plan":            {"model", "optim"},
+	"plan":            {"model", "optim", "device"},
 	"bench/report":    {},
 	"internal/e2e":    {},
-	"bench/stepbench": {"trainer", "model", "data", "optim", "parallel", "launch"},
+	"bench/stepbench": {"trainer", "model", "data", "optim", "parallel", "launch", "device"},
 	"bench/plan":      {"plan", "model"},
 }
 

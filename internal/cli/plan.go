@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/plan"
 	"github.com/torusml/torus/recipe"
@@ -26,8 +27,11 @@ type planFlags struct {
 	device       string
 	gpus         int
 	deviceMemory string
-	json         bool
-	assume       []string
+	// deviceMemorySet: --device-memory was given; otherwise GPU 0's free
+	// memory, where NVML sees a GPU, replaces the flag's default.
+	deviceMemorySet bool
+	json            bool
+	assume          []string
 }
 
 func newPlanCmd() *cobra.Command {
@@ -48,6 +52,7 @@ Exits 0 whether or not the recipe fits: the plan is advice.`,
 			if err != nil {
 				return err
 			}
+			f.deviceMemorySet = cmd.Flags().Changed("device-memory")
 			return runPlan(cmd.OutOrStdout(), args[0], r, f)
 		},
 	}
@@ -57,7 +62,7 @@ Exits 0 whether or not the recipe fits: the plan is advice.`,
 	fl.Float64Var(&f.matmulGFLOPS, "matmul-gflops", 0, "matmul rate in GFLOP/s (cpu: the machine's; gpu: one device's bf16 rate); 0 = cpu: calibrate (~1 s), gpu: 989000 (H100 bf16 dense)")
 	fl.StringVar(&f.device, "device", "cpu", "cpu (this machine, torus's Go backend) or gpu (a plan: torus has no GPU backend yet)")
 	fl.IntVar(&f.gpus, "gpus", 0, "gpu: number of GPUs, one worker each (default: the recipe's parallel.workers)")
-	fl.StringVar(&f.deviceMemory, "device-memory", "80GiB", "gpu: memory of one GPU, e.g. 80GiB or 80GB")
+	fl.StringVar(&f.deviceMemory, "device-memory", "80GiB", "gpu: memory of one GPU, e.g. 80GiB or 80GB (default: GPU 0's free memory where NVML sees a GPU, else 80GiB)")
 	fl.BoolVar(&f.json, "json", false, "print the plans as JSON instead of tables")
 	fl.StringSliceVar(&f.assume, "assume", nil, "gpu: also plan with techniques torus does not have: flash-attn-grad, tile=TOKENS, optimizer-host (comma-separated)")
 	return cmd
@@ -210,14 +215,21 @@ func planGPU(w io.Writer, path string, c plan.Config, f planFlags) error {
 		c.SP = f.gpus / c.DP
 	}
 	c.Device, c.Concurrency, c.WorkersPerMachine, c.MemoryLimit = plan.GPU, 1, 1, 0
+	memFrom := "--device-memory"
+	gpu, here := gpuZero()
+	if here && !f.deviceMemorySet {
+		mem, memFrom = int64(gpu.MemoryFree), fmt.Sprintf("free on GPU 0 (%s), from NVML", gpu.Name)
+	}
 	rate, rateFrom := f.matmulGFLOPS, "given"
 	if rate == 0 {
 		rate, rateFrom = gpuBF16GFLOPS, "H100 SXM bf16 dense peak (assumed)"
+		if p, ok := device.PeakFLOPs(gpu.Name, "bfloat16"); here && ok {
+			rate, rateFrom = p/1e9, gpu.Name+" bf16 dense peak"
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	memFrom := "--device-memory"
 	today := c.AsToday()
 	today.MatmulGFLOPS = rate / 2 // float32 matmuls as TF32: half the bf16 rate
 	mixed := c.WithBF16ZeRO()
@@ -254,6 +266,9 @@ func planGPU(w io.Writer, path string, c plan.Config, f planFlags) error {
 		gpus = fmt.Sprintf("%d GPUs", c.Workers())
 	}
 	fmt.Fprintf(w, "torus plan: %s on %s of %s (a plan: torus has no GPU backend yet)\n", path, gpus, plan.Bytes(mem))
+	if memFrom != "--device-memory" {
+		fmt.Fprintf(w, "device memory: %s %s (of %s); --device-memory overrides\n", plan.Bytes(mem), memFrom, plan.Bytes(int64(gpu.MemoryTotal)))
+	}
 	printSetup(w, c)
 	printReport(w, "as torus runs today (float32, AdamW moments replicated): per GPU, at its peak", ps[0].Report)
 	verdict(w, ps[0])
@@ -264,6 +279,16 @@ func planGPU(w io.Writer, path string, c plan.Config, f planFlags) error {
 		printGPUTime(w, p)
 	}
 	return nil
+}
+
+// gpuZero is GPU 0 as NVML reports it now, and whether there is one (false on
+// a machine without the NVIDIA driver).
+func gpuZero() (device.GPU, bool) {
+	gpus, err := device.GPUs()
+	if err != nil || len(gpus) == 0 {
+		return device.GPU{}, false
+	}
+	return gpus[0], true
 }
 
 func printJSON(w io.Writer, path, device string, ps []planned) error {

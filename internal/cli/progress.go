@@ -54,6 +54,12 @@ func (p *progress) step(s trainer.StepStats) {
 	line := fmt.Sprintf("step %*d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %.2fs/step  rss %s  eta %s",
 		len(fmt.Sprint(p.total)), s.Step, p.total, s.Loss, s.LR, s.GradNorm, s.TokensPerS, s.StepSeconds,
 		bytesHuman(s.PeakRSSBytes), eta.Round(time.Second))
+	if s.MFU > 0 {
+		line += fmt.Sprintf("  mfu %.1f%%", 100*s.MFU)
+	}
+	if s.MemoryUsed > 0 { // on a GPU: this process's device memory, and the GPU's load
+		line += fmt.Sprintf("  gpu %s %d%%", bytesHuman(s.MemoryUsed), s.GPUUtilization)
+	}
 	if s.BytesSent > 0 {
 		line += fmt.Sprintf("  comm wait %.0f%%  sent %s", 100*s.CommWaitSeconds/s.StepSeconds, bytesHuman(s.BytesSent))
 	}

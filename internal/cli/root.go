@@ -38,5 +38,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newTrainCmd(), newRecipeCmd(), newCkptCmd(), newExportCmd(), newWorkerCmd(), newPlanCmd(),
 		newEvalCmd(), newGenerateCmd())
 	root.AddCommand(newLaunchCmd())
+	root.AddCommand(newGPUsCmd())
 	return root
 }
