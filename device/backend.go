@@ -13,10 +13,13 @@ import (
 )
 
 // Backend is an opened compute backend and what was chosen.
+//
+// Hand GoMLX Compute, never the Backend itself: GoMLX ties every tensor to the
+// backend value it was made on, and a wrapper is another value.
 type Backend struct {
-	compute.Backend
-	Kind   string // "cpu" or "cuda"
-	Plugin string // the PJRT plugin file (cuda only)
+	Compute compute.Backend
+	Kind    string // "cpu" or "cuda"
+	Plugin  string // the PJRT plugin file (cuda only)
 	// Why says how the choice was made, for the first log line ("auto: no GPU").
 	Why string
 }
@@ -26,6 +29,10 @@ type Options struct {
 	// Preallocate lets XLA reserve most of the GPU's memory up front (its
 	// default in JAX). Off by default here: several workers may share one GPU.
 	Preallocate bool
+	// TF32 lets float32 matmuls on the GPU run in TF32 (10-bit mantissa): faster,
+	// but a float32 run would no longer match the CPU's. Off unless asked for
+	// (a bfloat16 model's matmuls are bf16 anyway).
+	TF32 bool
 	// Env and Glob stand in for os.Getenv and filepath.Glob in tests; nil means
 	// the real ones.
 	Env  func(string) string
@@ -35,30 +42,49 @@ type Options struct {
 // Names are the accepted backend names. "go" is the old name of "cpu".
 var Names = []string{"auto", "cpu", "cuda"}
 
-// Open returns the backend named: "cpu" (also "go"), "cuda", or "auto" (cuda
-// when a CUDA plugin and a GPU are found, else cpu). "cuda" where no plugin is
-// found fails naming every place searched.
-func Open(name string, o Options) (*Backend, error) {
+// Choice is which backend a name resolves to on this machine, before opening it.
+type Choice struct {
+	Kind   string // "cpu" or "cuda"
+	Plugin string // the CUDA PJRT plugin file
+	Why    string // "backend cuda (auto)", "backend cpu (auto: no CUDA plugin found)"
+}
+
+// Resolve says which backend a name means here: "cpu" (also "go"), "cuda", or
+// "auto" (cuda when a CUDA plugin and a GPU are found, else cpu). "cuda" where
+// no plugin is found is an error naming every place searched.
+func Resolve(name string, o Options) (Choice, error) {
 	switch name {
 	case "cpu", "go":
-		return openCPU("backend cpu")
+		return Choice{Kind: "cpu", Why: "backend cpu"}, nil
 	case "", "auto":
 		plugin, _, err := FindCUDAPlugin(o)
 		switch {
 		case err != nil:
-			return openCPU("backend cpu (auto: no CUDA plugin found)")
+			return Choice{Kind: "cpu", Why: "backend cpu (auto: no CUDA plugin found)"}, nil
 		case !HasGPU(o):
-			return openCPU("backend cpu (auto: a CUDA plugin but no NVIDIA GPU device)")
+			return Choice{Kind: "cpu", Why: "backend cpu (auto: CUDA plugin " + plugin + " but no NVIDIA GPU device)"}, nil
 		}
-		return openCUDA(plugin, o, "backend cuda (auto)")
+		return Choice{Kind: "cuda", Plugin: plugin, Why: "backend cuda (auto)"}, nil
 	case "cuda":
 		plugin, _, err := FindCUDAPlugin(o)
 		if err != nil {
-			return nil, fmt.Errorf("backend cuda: %w", err)
+			return Choice{}, fmt.Errorf("backend cuda: %w", err)
 		}
-		return openCUDA(plugin, o, "backend cuda")
+		return Choice{Kind: "cuda", Plugin: plugin, Why: "backend cuda"}, nil
 	}
-	return nil, fmt.Errorf("unknown backend %q (one of %s)", name, strings.Join(Names, ", "))
+	return Choice{}, fmt.Errorf("unknown backend %q (one of %s)", name, strings.Join(Names, ", "))
+}
+
+// Open opens the backend a name resolves to (see Resolve).
+func Open(name string, o Options) (*Backend, error) {
+	c, err := Resolve(name, o)
+	if err != nil {
+		return nil, err
+	}
+	if c.Kind == "cuda" {
+		return openCUDA(c.Plugin, o, c.Why)
+	}
+	return openCPU(c.Why)
 }
 
 // CPU opens the pure-Go backend (what tests and calibration use).
@@ -69,7 +95,7 @@ func openCPU(why string) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("go backend: %w", err)
 	}
-	return &Backend{Backend: b, Kind: "cpu", Why: why}, nil
+	return &Backend{Compute: b, Kind: "cpu", Why: why}, nil
 }
 
 func openCUDA(plugin string, o Options, why string) (*Backend, error) {
@@ -86,6 +112,9 @@ func openCUDA(plugin string, o Options, why string) (*Backend, error) {
 	if !o.Preallocate {
 		config += ",preallocate=false"
 	}
+	if !o.TF32 {
+		config += ",tf32=false"
+	}
 	b, err := xla.NewWithOptions(config, nil)
 	if err != nil {
 		return nil, fmt.Errorf("backend cuda: plugin %s: %w", plugin, err)
@@ -94,13 +123,13 @@ func openCUDA(plugin string, o Options, why string) (*Backend, error) {
 		b.Finalize()
 		return nil, fmt.Errorf("backend cuda: plugin %s sees no device", plugin)
 	}
-	return &Backend{Backend: b, Kind: "cuda", Plugin: plugin, Why: why}, nil
+	return &Backend{Compute: b, Kind: "cuda", Plugin: plugin, Why: why}, nil
 }
 
 // Describe is the backend in one line: what it is, on what, and why.
 func (b *Backend) Describe() string {
 	if b.Kind == "cuda" {
-		return fmt.Sprintf("%s: %s (PJRT plugin %s)", b.Why, b.Backend.DeviceDescription(0), b.Plugin)
+		return fmt.Sprintf("%s: %s (PJRT plugin %s)", b.Why, b.Compute.DeviceDescription(0), b.Plugin)
 	}
 	return b.Why + ": GoMLX's pure-Go backend"
 }
@@ -136,7 +165,7 @@ func FindCUDAPlugin(o Options) (plugin string, searched []string, err error) {
 		searched = append(searched, "PJRT_PLUGIN_LIBRARY_PATH (unset)")
 	}
 	for _, root := range pythonRoots(env, glob) {
-		pattern := filepath.Join(root, "lib", "python3*", "site-packages", "jax_plugins", "xla_cuda*", "xla_cuda_plugin.so")
+		pattern := filepath.Join(root, "lib", "python3*", "*-packages", "jax_plugins", "xla_cuda*", "xla_cuda_plugin.so") // site- or Debian's dist-
 		searched = append(searched, pattern)
 		if m, _ := glob(pattern); len(m) > 0 {
 			return m[len(m)-1], searched, nil // the newest CUDA (xla_cuda13 sorts after xla_cuda12)

@@ -8,9 +8,9 @@ import (
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/model"
 )
 
@@ -35,18 +35,13 @@ type Model struct {
 	Block  int // attention block size; 0: DefaultBlock
 }
 
-// NewBackend returns the compute backend named: "auto" (the pure-Go backend
-// until the XLA/CUDA path is built, as the trainer's) or "go".
-func NewBackend(name string) (compute.Backend, error) {
-	switch name {
-	case "", "auto", "go":
-		b, err := gobackend.New("")
-		if err != nil {
-			return nil, fmt.Errorf("eval: go backend: %w", err)
-		}
-		return b, nil
+// NewBackend returns the compute backend named (auto, cpu or cuda: device.Open).
+func NewBackend(name string) (*device.Backend, error) {
+	b, err := device.Open(name, device.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("eval: %w", err)
 	}
-	return nil, fmt.Errorf("eval: unknown backend %q (auto or go)", name)
+	return b, nil
 }
 
 // Load reads a model folder (a checkpoint folder or a Hugging Face folder, with

@@ -27,7 +27,7 @@ func backend(t *testing.T) compute.Backend {
 		if err != nil {
 			t.Fatal(err)
 		}
-		testBackend = b
+		testBackend = b.Compute
 	}
 	return testBackend
 }

@@ -5,7 +5,7 @@ package recipe
 type Recipe struct {
 	Name       string           `yaml:"name"`
 	Seed       int64            `yaml:"seed"`
-	Backend    string           `yaml:"backend"` // auto | go
+	Backend    string           `yaml:"backend"` // auto | cpu | cuda (go: the old name of cpu)
 	Model      ModelConfig      `yaml:"model"`
 	Data       DataConfig       `yaml:"data"`
 	Parallel   ParallelConfig   `yaml:"parallel"`

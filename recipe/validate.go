@@ -17,7 +17,7 @@ func (r Recipe) Validate() error {
 	if r.Name == "" {
 		c.add("name", "must not be empty")
 	}
-	c.oneOf("backend", r.Backend, "auto", "go")
+	c.oneOf("backend", r.Backend, "auto", "cpu", "cuda", "go")
 
 	m := r.Model
 	if m.From == "" { // with from, the shape comes from the folder's config.json

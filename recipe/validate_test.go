@@ -17,7 +17,7 @@ func TestValidate(t *testing.T) {
 		want string
 	}{
 		{"empty name", "name: \"\"\n", nil, `recipe.yaml:5: name: must not be empty`},
-		{"backend", "backend: cuda\n", nil, `recipe.yaml:5: backend: must be one of "auto", "go", got "cuda"`},
+		{"backend", "backend: tpu\n", nil, `recipe.yaml:5: backend: must be one of "auto", "cpu", "cuda", "go", got "tpu"`},
 		{"vocab", "model:\n  vocab: 1\n", nil, `recipe.yaml:6: model.vocab: must be >= 2, got 1`},
 		{"dim", "", []string{"model.dim=0"}, `--set model.dim=0: must be >= 1, got 0`},
 		{"layers", "model: {layers: 0}\n", nil, `recipe.yaml:5: model.layers: must be >= 1, got 0`},

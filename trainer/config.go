@@ -16,7 +16,7 @@ import (
 // recipe (internal/cli); the trainer does not read recipes itself.
 type Config struct {
 	Seed    uint64
-	Backend string // auto | go
+	Backend string // auto | cpu | cuda (device.Open)
 
 	// The model: loaded from From (a Hugging Face folder) when set, else Model
 	// initialised with standard deviation InitStd.

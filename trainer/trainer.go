@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gomlx/compute"
-	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
 )
@@ -54,7 +53,7 @@ type Trainer struct {
 	Engine *Engine
 	Params *model.Params
 
-	backend compute.Backend
+	backend *device.Backend
 	loader  *data.Loader
 	opt     *optim.AdamW
 	grads   Grads
@@ -79,21 +78,21 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if c.MemoryLimit > 0 {
 		debug.SetMemoryLimit(c.MemoryLimit)
 	}
-	backend, err := NewBackend(c.Backend)
+	backend, err := device.Open(c.Backend, device.Options{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("trainer: %w", err)
 	}
 	params, err := loadParams(c)
 	if err != nil {
 		return nil, err
 	}
-	pieces, err := model.NewPieces(backend, params.Config)
+	pieces, err := model.NewPieces(backend.Compute, params.Config)
 	if err != nil {
 		return nil, err
 	}
 	var lora *model.LoRAPieces
 	if params.LoRA != nil {
-		if lora, err = model.NewLoRAPieces(backend, params.Config, *params.LoRA); err != nil {
+		if lora, err = model.NewLoRAPieces(backend.Compute, params.Config, *params.LoRA); err != nil {
 			return nil, err
 		}
 	}
@@ -132,20 +131,6 @@ func New(c Config, d *Dist) (*Trainer, error) {
 		layerParams: layerParams(params),
 		otherParams: otherParams(params),
 	}, nil
-}
-
-// NewBackend returns the compute backend named. "auto" is the pure-Go backend
-// until the XLA/CUDA path is built.
-func NewBackend(name string) (compute.Backend, error) {
-	switch name {
-	case "", "auto", "go":
-		b, err := gobackend.New("")
-		if err != nil {
-			return nil, fmt.Errorf("trainer: go backend: %w", err)
-		}
-		return b, nil
-	}
-	return nil, fmt.Errorf("trainer: unknown backend %q (auto or go)", name)
 }
 
 func loadParams(c Config) (*model.Params, error) {
@@ -369,3 +354,6 @@ func otherParams(p *model.Params) []string {
 	}
 	return out
 }
+
+// Backend is what the trainer computes on ("backend cuda (auto): NVIDIA H200 ...").
+func (t *Trainer) Backend() *device.Backend { return t.backend }

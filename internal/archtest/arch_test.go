@@ -33,6 +33,7 @@ var allowed = map[string][]string{
 	"internal/e2e":    {},
 	"bench/stepbench": {"trainer", "model", "data", "optim", "parallel", "launch", "device"},
 	"bench/plan":      {"plan", "model"},
+	"bench/gpucheck":  {"device"},
 }
 
 func closure(pkg string, seen map[string]bool) {

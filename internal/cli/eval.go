@@ -67,7 +67,7 @@ Both write a JSON report under --out (default RUN/eval). See docs/eval.md.`,
 	fl.StringVar(&f.task, "task", "", "ppl | passkey (required)")
 	fl.StringVar(&f.out, "out", "", "folder for the JSON report (and the passkey PNG); default RUN/eval")
 	fl.StringVar(&f.recipe, "recipe", "", "the recipe whose data to score (ppl; default RUN/recipe.yaml)")
-	fl.StringVar(&f.backend, "backend", "auto", "compute backend: auto | go")
+	fl.StringVar(&f.backend, "backend", "auto", "compute backend: auto | cpu | cuda")
 	fl.StringVar(&f.length, "length", "", "ppl: tokens scored per document, e.g. 8k (default: the recipe's data.seq_len)")
 	fl.IntVar(&f.docs, "docs", 0, "ppl: how many held-out documents (0: all)")
 	fl.StringVar(&f.buckets, "buckets", "", "ppl: position bucket edges, e.g. 0,512,1k,2k (default 0,512,1k,2k,... up to --length)")
@@ -335,7 +335,8 @@ func loadEvalModel(stderr io.Writer, target modelTarget, backend string) (*eval.
 		return nil, fmt.Errorf("eval: --backend: %w", err)
 	}
 	start := time.Now()
-	m, err := eval.Load(target.dir, b)
+	fmt.Fprintf(stderr, "torus: %s\n", b.Describe())
+	m, err := eval.Load(target.dir, b.Compute)
 	if err != nil {
 		return nil, err
 	}

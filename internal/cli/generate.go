@@ -92,7 +92,7 @@ the whole sequence for every token). See docs/eval.md.`,
 	fl.Int64Var(&seed, "seed", -1, "seed of the sampling; -1: from the clock")
 	fl.BoolVar(&noCache, "no-cache", false, "recompute the whole sequence for every token instead of caching keys and values")
 	fl.StringVar(&recipePath, "recipe", "", "the recipe whose tokenizer to use (default RUN/recipe.yaml, else byte)")
-	fl.StringVar(&backend, "backend", "auto", "compute backend: auto | go")
+	fl.StringVar(&backend, "backend", "auto", "compute backend: auto | cpu | cuda")
 	return cmd
 }
 

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/recipe"
-	"github.com/torusml/torus/trainer"
 )
 
 // loaderBytes estimates what the data loader holds: each of its lanes caches
@@ -165,9 +165,9 @@ func parseBytes(s string) (int64, error) {
 // calibrateMatmul times float32 matmuls on the Go backend for about d and
 // returns the best rate, GFLOP/s.
 func calibrateMatmul(d time.Duration) (float64, error) {
-	backend, err := trainer.NewBackend("go")
+	backend, err := device.CPU()
 	if err != nil {
 		return 0, err
 	}
-	return model.MatmulGFLOPs(backend, d)
+	return model.MatmulGFLOPs(backend.Compute, d)
 }

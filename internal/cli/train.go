@@ -14,6 +14,7 @@ import (
 
 	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/recipe"
 	"github.com/torusml/torus/trainer"
 )
@@ -47,6 +48,11 @@ func newTrainCmd() *cobra.Command {
 					return fmt.Errorf("run directory %s already holds a run (%s): choose another --out, remove it, or --resume it", out, trainer.RunDir(out).Metrics())
 				}
 			}
+			choice, err := device.Resolve(r.Backend, device.Options{})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "torus: %s\n", describeChoice(choice))
 			fmt.Fprintf(w, "torus: recipe %s (%s), run directory %s\n", args[0], r.Hash()[:12], out)
 			printExpandedSources(w, r)
 			if r.Parallel.Workers > 1 {
@@ -186,4 +192,12 @@ func printExpandedSources(w io.Writer, r recipe.Recipe) {
 			fmt.Fprintf(w, "torus: data source %d (%s): %s is %s\n", i, s.Type, s.Path, p)
 		}
 	}
+}
+
+// describeChoice is the first line of a run: which backend, and why.
+func describeChoice(c device.Choice) string {
+	if c.Kind == "cuda" {
+		return c.Why + ": XLA with the CUDA PJRT plugin " + c.Plugin
+	}
+	return c.Why + ": GoMLX's pure-Go backend"
 }
