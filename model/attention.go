@@ -70,10 +70,11 @@ func scale(c Config) float64 { return 1 / math.Sqrt(float64(c.HeadDimension())) 
 // scores: head-major qh [KH, G*Bq, Dh] (already multiplied by scale: a pass over
 // the small q rather than the large scores), kh [KH, Bk, Dh] and an optional
 // bias, [Bq, Bk] for every head or [KH, G, Bq, Bk] per head (shifted sparse
-// attention, s2attn.go) -> masked scores [KH, G, Bq, Bk].
-func scores(c Config, qh, kh, bias *Node) *Node {
+// attention, s2attn.go) -> masked scores [KH, G, Bq, Bk] in dt (the softmax
+// statistics' dtype: float32 under mixed precision).
+func scores(c Config, qh, kh, bias *Node, dt dtypes.DType) *Node {
 	bq, bk := qh.Shape().Dimensions[1]/(c.Heads/c.KVHeads), kh.Shape().Dimensions[1]
-	s := DotGeneral(qh, []int{2}, []int{0}, kh, []int{2}, []int{0}) // [KH, G*Bq, Bk]
+	s := mm(c, qh, []int{2}, []int{0}, kh, []int{2}, []int{0}, dt) // [KH, G*Bq, Bk]
 	s = Reshape(s, c.KVHeads, c.Heads/c.KVHeads, bq, bk)
 	if bias != nil {
 		if bias.Rank() == 2 {
@@ -88,22 +89,23 @@ func scores(c Config, qh, kh, bias *Node) *Node {
 // block; bias is nil for a fully visible pair.
 func attnFwdBlock(c Config, q, k, v, bias, m, l, acc *Node) (m2, l2, acc2 *Node) {
 	kv, g, bq, bk, hd := c.KVHeads, c.Heads/c.KVHeads, q.Shape().Dimensions[0], k.Shape().Dimensions[0], c.HeadDimension()
-	s := scores(c, MulScalar(headMajorQ(c, q), scale(c)), headMajorKV(k), bias)
+	s := scores(c, MulScalar(headMajorQ(c, q), scale(c)), headMajorKV(k), bias, m.DType())
 	m2 = Max(m, ReduceMax(s, -1))
 	p := Exp(Sub(s, ExpandAxes(m2, -1))) // [KH, G, Bq, Bk]
 	alpha := Exp(Sub(m, m2))
 	l2 = Add(Mul(l, alpha), ReduceSum(p, -1))
-	pv := DotGeneral(Reshape(p, kv, g*bq, bk), []int{2}, []int{0}, headMajorKV(v), []int{1}, []int{0}) // [KH, G*Bq, Dh]
+	pv := mm(c, Reshape(p, kv, g*bq, bk), []int{2}, []int{0}, headMajorKV(v), []int{1}, []int{0}, acc.DType()) // [KH, G*Bq, Dh]
 	acc2 = Add(Mul(acc, ExpandAxes(alpha, -1)), Reshape(pv, kv, g, bq, hd))
 	return m2, l2, acc2
 }
 
-// attnFinish: (m, l, acc) of a query block -> o [Bq, H*Dh] and lse [Bq, KH, G].
-func attnFinish(m, l, acc *Node) (o, lse *Node) {
+// attnFinish: (m, l, acc) of a query block -> o [Bq, H*Dh] (in the compute
+// dtype) and lse [Bq, KH, G].
+func attnFinish(c Config, m, l, acc *Node) (o, lse *Node) {
 	bq := acc.Shape().Dimensions[2]
-	o = Div(acc, ExpandAxes(l, -1))                      // [KH, G, Bq, Dh]
-	o = Reshape(TransposeAllAxes(o, 2, 0, 1, 3), bq, -1) // [Bq, H*Dh]
-	return o, TransposeAllAxes(Add(m, Log(l)), 2, 0, 1)  // [Bq, KH, G]
+	o = Div(acc, ExpandAxes(l, -1))                                   // [KH, G, Bq, Dh]
+	o = Reshape(TransposeAllAxes(o, 2, 0, 1, 3), bq, -1)              // [Bq, H*Dh]
+	return toCompute(c, o), TransposeAllAxes(Add(m, Log(l)), 2, 0, 1) // [Bq, KH, G]
 }
 
 // attnBwdBlock: the contribution of one (query block, key block) pair to dq, dk, dv,
@@ -111,27 +113,28 @@ func attnFinish(m, l, acc *Node) (o, lse *Node) {
 // bias is nil for a fully visible pair.
 func attnBwdBlock(c Config, q, k, v, bias, do, lse, delta *Node) (dq, dk, dv *Node) {
 	kv, g, bq, bk, hd := c.KVHeads, c.Heads/c.KVHeads, q.Shape().Dimensions[0], k.Shape().Dimensions[0], c.HeadDimension()
-	qh, kh, vh, doh := headMajorQ(c, q), headMajorKV(k), headMajorKV(v), headMajorQ(c, do)
-	s := scores(c, MulScalar(qh, scale(c)), kh, bias)
+	dt := lse.DType() // scores, probabilities and every gradient: float32 under mixed precision
+	qh, kh, vh, doh := headMajorQ(c, toCompute(c, q)), headMajorKV(toCompute(c, k)), headMajorKV(toCompute(c, v)), headMajorQ(c, toCompute(c, do))
+	s := scores(c, MulScalar(qh, scale(c)), kh, bias, dt)
 	lseH := ExpandAxes(TransposeAllAxes(lse, 1, 2, 0), -1) // [KH, G, Bq, 1]
 	deltaH := ExpandAxes(TransposeAllAxes(delta, 1, 2, 0), -1)
-	p := Exp(Sub(s, lseH))                                                                    // [KH, G, Bq, Bk]
-	dp := Reshape(DotGeneral(doh, []int{2}, []int{0}, vh, []int{2}, []int{0}), kv, g, bq, bk) // do v^T
-	ds := Mul(p, Sub(dp, deltaH))                                                             // the gradient of the unscaled scores is scale*ds: applied to dq, dk below
-	p3, ds3 := Reshape(p, kv, g*bq, bk), Reshape(ds, kv, g*bq, bk)
+	p := Exp(Sub(s, lseH))                                                                   // [KH, G, Bq, Bk]
+	dp := Reshape(mm(c, doh, []int{2}, []int{0}, vh, []int{2}, []int{0}, dt), kv, g, bq, bk) // do v^T
+	ds := Mul(p, Sub(dp, deltaH))                                                            // the gradient of the unscaled scores is scale*ds: applied to dq, dk below
+	p3, ds3 := toCompute(c, Reshape(p, kv, g*bq, bk)), toCompute(c, Reshape(ds, kv, g*bq, bk))
 	// dv^T = do^T p and dk^T = q^T ds, with do^T and q^T made explicitly: the left
 	// operand must have its contracting axis last, or the kernel transposes both
 	// operands, the [KH, G*Bq, Bk] scores included. Only small tensors move.
-	doT, qT := TransposeAllAxes(doh, 0, 2, 1), TransposeAllAxes(qh, 0, 2, 1)                    // [KH, Dh, G*Bq]
-	dv = TransposeAllAxes(DotGeneral(doT, []int{2}, []int{0}, p3, []int{1}, []int{0}), 2, 0, 1) // [Bk, KH, Dh]
-	dk = MulScalar(TransposeAllAxes(DotGeneral(qT, []int{2}, []int{0}, ds3, []int{1}, []int{0}), 2, 0, 1), scale(c))
-	dqh := MulScalar(DotGeneral(ds3, []int{2}, []int{0}, kh, []int{1}, []int{0}), scale(c))  // [KH, G*Bq, Dh]
+	doT, qT := TransposeAllAxes(doh, 0, 2, 1), TransposeAllAxes(qh, 0, 2, 1)                   // [KH, Dh, G*Bq]
+	dv = TransposeAllAxes(mm(c, doT, []int{2}, []int{0}, p3, []int{1}, []int{0}, dt), 2, 0, 1) // [Bk, KH, Dh]
+	dk = MulScalar(TransposeAllAxes(mm(c, qT, []int{2}, []int{0}, ds3, []int{1}, []int{0}, dt), 2, 0, 1), scale(c))
+	dqh := MulScalar(mm(c, ds3, []int{2}, []int{0}, kh, []int{1}, []int{0}, dt), scale(c))   // [KH, G*Bq, Dh]
 	dq = Reshape(TransposeAllAxes(Reshape(dqh, kv, g, bq, hd), 2, 0, 1, 3), bq, c.Heads, hd) // [Bq, H, Dh]
 	return dq, dk, dv
 }
 
 // attnDelta: do, o [Bq, H*Dh] -> rowsum(do * o) per head, [Bq, KH, G].
 func attnDelta(c Config, do, o *Node) *Node {
-	bq := do.Shape().Dimensions[0]
-	return ReduceSum(Reshape(Mul(do, o), bq, c.KVHeads, c.Heads/c.KVHeads, c.HeadDimension()), -1)
+	bq, dt := do.Shape().Dimensions[0], stateDType(c, do.DType())
+	return ReduceSum(Reshape(Mul(as(do, dt), as(o, dt)), bq, c.KVHeads, c.Heads/c.KVHeads, c.HeadDimension()), -1)
 }

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"github.com/gomlx/compute/dtypes"
+
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 )
 
@@ -32,13 +34,15 @@ func rmsNormBwd(dx, n, r, w *Node) (dh, dw *Node) {
 // transpose2: [a, b] -> [b, a].
 func transpose2(x *Node) *Node { return TransposeAllAxes(x, 1, 0) }
 
-// weightGrad: xT [in, L], dy [L, out] -> dW [out, in] = (x^T dy)^T.
-func weightGrad(xT, dy *Node) *Node {
-	return transpose2(DotGeneral(xT, []int{1}, nil, dy, []int{0}, nil))
+// weightGrad: xT [in, L], dy [L, out] -> dW [out, in] = (x^T dy)^T, in dt.
+func weightGrad(c Config, xT, dy *Node, dt dtypes.DType) *Node {
+	return transpose2(mm(c, xT, []int{1}, nil, dy, []int{0}, nil, dt))
 }
 
-// inputGrad: dy [L, out], w [out, in] -> dx [L, in] = dy W.
-func inputGrad(dy, w *Node) *Node { return DotGeneral(dy, []int{1}, nil, w, []int{0}, nil) }
+// inputGrad: dy [L, out], w [out, in] -> dx [L, in] = dy W, in w's dtype.
+func inputGrad(c Config, dy, w *Node) *Node {
+	return mm(c, dy, []int{1}, nil, w, []int{0}, nil, w.DType())
+}
 
 // ropeBwd is the adjoint of rope: z*cos + rot(z)*sin with rot(z) = [-z2, z1]
 // gives dz = dy*cos + rot^T(dy*sin), rot^T(y) = [y2, -y1].
@@ -53,44 +57,45 @@ func ropeBwd(dy, cos, sin *Node) *Node {
 // preAttnBwd: the VJP of preAttn. dq [L, H, Dh], dk, dv [L, KH, Dh] ->
 // dh, dnormW, dwq, dwk, dwv.
 func preAttnBwd(c Config, h, normW, wq, wk, wv, cos, sin, dq, dk, dv *Node) []*Node {
-	L := h.Shape().Dimensions[0]
+	L, dt := h.Shape().Dimensions[0], h.DType() // dt: the weights' dtype, which every gradient is in
 	n, r := rmsNormParts(h, c.NormEps)
 	x := Mul(n, ExpandAxes(normW, 0))
 	xT := transpose2(x)
-	dqz := Reshape(ropeBwd(dq, cos, sin), L, -1)
-	dkz := Reshape(ropeBwd(dk, cos, sin), L, -1)
-	dvz := Reshape(dv, L, -1)
-	dx := Add(Add(inputGrad(dqz, wq), inputGrad(dkz, wk)), inputGrad(dvz, wv))
+	dqz := Reshape(ropeBwd(as(dq, dt), cos, sin), L, -1)
+	dkz := Reshape(ropeBwd(as(dk, dt), cos, sin), L, -1)
+	dvz := Reshape(as(dv, dt), L, -1)
+	dx := Add(Add(inputGrad(c, dqz, wq), inputGrad(c, dkz, wk)), inputGrad(c, dvz, wv))
 	dh, dnorm := rmsNormBwd(dx, n, r, normW)
-	return []*Node{dh, dnorm, weightGrad(xT, dqz), weightGrad(xT, dkz), weightGrad(xT, dvz)}
+	return []*Node{dh, dnorm, weightGrad(c, xT, dqz, dt), weightGrad(c, xT, dkz, dt), weightGrad(c, xT, dvz, dt)}
 }
 
 // postAttnBwd: the VJP of postAttn, recomputing its forward. dy [L, D] ->
 // dh, do, dwo, dnormW, dwg, dwu, dwd.
 func postAttnBwd(c Config, h, o, wo, normW, wg, wu, wd, dy *Node) []*Node {
-	h2 := Add(h, linear(o, wo))
+	dt := h.DType()
+	h2 := Add(h, linear(c, o, wo))
 	n, r := rmsNormParts(h2, c.NormEps)
 	x := Mul(n, ExpandAxes(normW, 0))
-	g, u := linear(x, wg), linear(x, wu)
+	g, u := linear(c, x, wg), linear(c, x, wu)
 	sg := Sigmoid(g)
 	s := Mul(g, sg)
 	m := Mul(s, u)
 
-	dWd := weightGrad(transpose2(m), dy) // m^T is [F, L]: one transpose of the MLP width
-	dm := inputGrad(dy, wd)
+	dWd := weightGrad(c, transpose2(m), dy, dt) // m^T is [F, L]: one transpose of the MLP width
+	dm := inputGrad(c, dy, wd)
 	du := Mul(dm, s)
 	dg := Mul(Mul(dm, u), Mul(sg, OnePlus(Mul(g, OneMinus(sg))))) // silu'(g) = sg * (1 + g*(1-sg))
 	xT := transpose2(x)
-	dx := Add(inputGrad(dg, wg), inputGrad(du, wu))
+	dx := Add(inputGrad(c, dg, wg), inputGrad(c, du, wu))
 	dh2n, dnorm := rmsNormBwd(dx, n, r, normW)
 	dh2 := Add(dy, dh2n)
 	return []*Node{
-		dh2,                            // dh: the residual carries dh2 straight through
-		inputGrad(dh2, wo),             // do
-		weightGrad(transpose2(o), dh2), // dwo
-		dnorm,                          // dnormW
-		weightGrad(xT, dg),             // dwg
-		weightGrad(xT, du),             // dwu
-		dWd,                            // dwd
+		dh2,                                   // dh: the residual carries dh2 straight through
+		inputGrad(c, dh2, wo),                 // do
+		weightGrad(c, transpose2(o), dh2, dt), // dwo
+		dnorm,                                 // dnormW
+		weightGrad(c, xT, dg, dt),             // dwg
+		weightGrad(c, xT, du, dt),             // dwu
+		dWd,                                   // dwd
 	}
 }

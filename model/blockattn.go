@@ -215,13 +215,14 @@ func (b *BlockAttention) Begin(q *tensors.Tensor, qt Tokens) (*AttnForward, erro
 	c := b.P.Config()
 	g := c.Heads / c.KVHeads
 	f := &AttnForward{b: b, q: q, qb: b.cut(qt, b.BlockQ)}
+	sd := StateDType(q.DType()) // the online softmax's running state: float32 for bf16 operands
 	for _, blk := range f.qb {
 		n := blk.end - blk.start
 		f.qs = append(f.qs, SliceRows(q, blk.start, blk.end))
 		f.states = append(f.states, AttnState{
-			M:   NewFull(q.DType(), maskFill, c.KVHeads, g, n),
-			L:   NewZeros(q.DType(), c.KVHeads, g, n),
-			Acc: NewZeros(q.DType(), c.KVHeads, g, n, c.HeadDimension()),
+			M:   NewFull(sd, maskFill, c.KVHeads, g, n),
+			L:   NewZeros(sd, c.KVHeads, g, n),
+			Acc: NewZeros(sd, c.KVHeads, g, n, c.HeadDimension()),
 		})
 	}
 	return f, nil
@@ -254,7 +255,7 @@ func (f *AttnForward) Finish() (o, lse *tensors.Tensor, err error) {
 	c := f.b.P.Config()
 	lq := f.q.Shape().Dimensions[0]
 	o = NewZeros(f.q.DType(), lq, c.Heads*c.HeadDimension())
-	lse = NewZeros(f.q.DType(), lq, c.KVHeads, c.Heads/c.KVHeads)
+	lse = NewZeros(StateDType(f.q.DType()), lq, c.KVHeads, c.Heads/c.KVHeads)
 	for i, qb := range f.qb {
 		ob, lb, err := f.b.P.AttnFinish(f.states[i])
 		if err != nil {
@@ -297,7 +298,7 @@ func (b *BlockAttention) BeginBackward(q *tensors.Tensor, qt Tokens, o, lse, do 
 	}
 	c := b.P.Config()
 	hd := c.HeadDimension()
-	bw := &AttnBackward{b: b, qb: b.cut(qt, b.BlockQ), DQ: NewZeros(q.DType(), q.Shape().Dimensions...)}
+	bw := &AttnBackward{b: b, qb: b.cut(qt, b.BlockQ), DQ: NewZeros(StateDType(q.DType()), q.Shape().Dimensions...)}
 	for _, blk := range bw.qb {
 		dob := SliceRows(do, blk.start, blk.end)
 		delta, err := b.P.AttnDelta(dob, SliceRows(o, blk.start, blk.end))
@@ -345,8 +346,8 @@ func (bw *AttnBackward) GradParts(k, v *tensors.Tensor, kt Tokens) (*GradParts, 
 				return err
 			}
 			if parts.dk[i] == nil {
-				parts.dk[i] = NewZeros(k.DType(), k.Shape().Dimensions...)
-				parts.dv[i] = NewZeros(v.DType(), v.Shape().Dimensions...)
+				parts.dk[i] = NewZeros(StateDType(k.DType()), k.Shape().Dimensions...)
+				parts.dv[i] = NewZeros(StateDType(v.DType()), v.Shape().Dimensions...)
 			}
 			AddRows(bw.DQ, qb.start, dq)
 			AddRows(parts.dk[i], kb.start, dkb)
@@ -377,8 +378,8 @@ type GradParts struct {
 // that moves: parallel.Balancer.)
 func (p *GradParts) SumOnto(dk, dv *tensors.Tensor) (*tensors.Tensor, *tensors.Tensor) {
 	if dk == nil {
-		dk = NewZeros(p.k.DType(), p.k.Shape().Dimensions...)
-		dv = NewZeros(p.k.DType(), p.k.Shape().Dimensions...)
+		dk = NewZeros(StateDType(p.k.DType()), p.k.Shape().Dimensions...)
+		dv = NewZeros(StateDType(p.k.DType()), p.k.Shape().Dimensions...)
 	}
 	for i := len(p.dk) - 1; i >= 0; i-- {
 		if p.dk[i] != nil {
@@ -408,9 +409,6 @@ func (b *BlockAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, 
 // ReshapeCopy copies t into a tensor of new dimensions (same size).
 func ReshapeCopy(t *tensors.Tensor, dims ...int) *tensors.Tensor {
 	out := NewZeros(t.DType(), dims...)
-	read2(out, t, func(d32, s32 []float32, d64, s64 []float64) {
-		copy(d32, s32)
-		copy(d64, s64)
-	})
+	copyBytes(out, t, func(d, s []byte) { copy(d, s) })
 	return out
 }

@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"strings"
+
+	"github.com/gomlx/compute/dtypes"
 )
 
 // Config is the architecture of a LLaMA-family decoder. Field meanings follow
@@ -21,6 +23,12 @@ type Config struct {
 	MaxPositions  int     // max_position_embeddings (informational; rope_scaling's original context when it has none)
 
 	RopeScaling RopeScaling // rope_scaling; the zero value is plain RoPE
+
+	// Compute is not the architecture but how the pieces compute: bfloat16 for
+	// mixed precision (matmuls and attention in bf16 over float32 weights, with
+	// norms, softmax statistics, the loss and every gradient in float32); zero for
+	// everything in the weights' dtype. Never written to config.json.
+	Compute dtypes.DType
 }
 
 // HeadDimension returns the per-head width: HeadDim, or Dim/Heads when unset.

@@ -56,27 +56,32 @@ func rowSize(t *tensors.Tensor) int {
 func SliceRows(t *tensors.Tensor, start, end int) *tensors.Tensor {
 	dims := append([]int{end - start}, t.Shape().Dimensions[1:]...)
 	out := NewZeros(t.DType(), dims...)
-	rs := rowSize(t)
-	read2(out, t, func(dst32, src32 []float32, dst64, src64 []float64) {
-		if dst32 != nil {
-			copy(dst32, src32[start*rs:end*rs])
-		} else {
-			copy(dst64, src64[start*rs:end*rs])
-		}
-	})
+	rb := rowSize(t) * t.DType().Size()
+	copyBytes(out, t, func(dst, src []byte) { copy(dst, src[start*rb:end*rb]) })
 	return out
 }
 
 // SetRows copies src into rows [start, start+len) of dst.
 func SetRows(dst *tensors.Tensor, start int, src *tensors.Tensor) {
-	rs := rowSize(dst)
-	read2(dst, src, func(d32, s32 []float32, d64, s64 []float64) {
-		if d32 != nil {
-			copy(d32[start*rs:], s32)
-		} else {
-			copy(d64[start*rs:], s64)
+	rb := rowSize(dst) * dst.DType().Size()
+	copyBytes(dst, src, func(d, s []byte) { copy(d[start*rb:], s) })
+}
+
+// copyBytes gives write access to dst's bytes and read access to src's (same
+// dtype): the row and column copies are plain byte copies, whatever the dtype
+// (bfloat16 activations and attention operands included).
+func copyBytes(dst, src *tensors.Tensor, fn func(d, s []byte)) {
+	if dst.DType() != src.DType() {
+		panic(fmt.Sprintf("model: dtype mismatch %s vs %s", dst.DType(), src.DType()))
+	}
+	err := src.ConstBytes(func(s []byte) {
+		if err := dst.MutableBytes(func(d []byte) { fn(d, s) }); err != nil {
+			panic(fmt.Sprintf("model: write %s: %v", dst.Shape(), err))
 		}
 	})
+	if err != nil {
+		panic(fmt.Sprintf("model: read %s: %v", src.Shape(), err))
+	}
 }
 
 // AddRows adds src into rows [start, start+len) of dst.
@@ -181,16 +186,14 @@ func Fill(t *tensors.Tensor, v float64) {
 // SliceCols copies columns [c0, c1) of t seen as [rows, cols] (cols = the product
 // of the dimensions after the first) into a new tensor of dimensions dims.
 func SliceCols(t *tensors.Tensor, c0, c1 int, dims ...int) *tensors.Tensor {
-	rows, cols := t.Shape().Dimensions[0], rowSize(t)
+	es := t.DType().Size()
+	rows, cols := t.Shape().Dimensions[0], rowSize(t)*es
 	out := NewZeros(t.DType(), dims...)
-	w := c1 - c0
-	read2(out, t, func(d32, s32 []float32, d64, s64 []float64) {
+	b0, b1 := c0*es, c1*es
+	w := b1 - b0
+	copyBytes(out, t, func(d, s []byte) {
 		for r := range rows {
-			if d32 != nil {
-				copy(d32[r*w:(r+1)*w], s32[r*cols+c0:r*cols+c1])
-			} else {
-				copy(d64[r*w:(r+1)*w], s64[r*cols+c0:r*cols+c1])
-			}
+			copy(d[r*w:(r+1)*w], s[r*cols+b0:r*cols+b1])
 		}
 	})
 	return out
@@ -199,15 +202,12 @@ func SliceCols(t *tensors.Tensor, c0, c1 int, dims ...int) *tensors.Tensor {
 // SetCols copies src, seen as [rows, w], into columns [c0, c0+w) of dst seen as
 // [rows, cols].
 func SetCols(dst *tensors.Tensor, c0 int, src *tensors.Tensor) {
-	rows, cols := dst.Shape().Dimensions[0], rowSize(dst)
-	w := rowSize(src)
-	read2(dst, src, func(d32, s32 []float32, d64, s64 []float64) {
+	es := dst.DType().Size()
+	rows, cols := dst.Shape().Dimensions[0], rowSize(dst)*es
+	w, b0 := rowSize(src)*es, c0*es
+	copyBytes(dst, src, func(d, s []byte) {
 		for r := range rows {
-			if d32 != nil {
-				copy(d32[r*cols+c0:r*cols+c0+w], s32[r*w:(r+1)*w])
-			} else {
-				copy(d64[r*cols+c0:r*cols+c0+w], s64[r*w:(r+1)*w])
-			}
+			copy(d[r*cols+b0:r*cols+b0+w], s[r*w:(r+1)*w])
 		}
 	})
 }

@@ -1,8 +1,61 @@
 package model
 
 import (
+	"github.com/gomlx/compute/dtypes"
+
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // graph-building code reads best unqualified, as GoMLX's own does
 )
+
+// Mixed precision (Config.Compute = bfloat16): a matmul's operands are cast to
+// the compute dtype and its result back to the weights' dtype, so everything
+// between matmuls (norms, RoPE, SwiGLU, residuals, softmax statistics, the loss)
+// runs in float32; what crosses pieces and workers for attention (q, k, v, o)
+// is in the compute dtype.
+
+// toCompute is x in the compute dtype (as it is when there is none).
+func toCompute(c Config, x *Node) *Node {
+	if c.Compute == dtypes.InvalidDType {
+		return x
+	}
+	return as(x, c.Compute)
+}
+
+// mm is DotGeneral with its operands in the compute dtype and its result in
+// out: under mixed precision the product accumulates in float32 and is not
+// rounded to bf16 on the way out.
+func mm(c Config, a *Node, aContract, aBatch []int, b *Node, bContract, bBatch []int, out dtypes.DType) *Node {
+	if c.Compute == dtypes.InvalidDType {
+		return as(DotGeneral(a, aContract, aBatch, b, bContract, bBatch), out)
+	}
+	return Dot(toCompute(c, a), toCompute(c, b)).WithAccumulatorDType(dtypes.Float32).WithOutputDType(out).
+		General(aContract, aBatch, bContract, bBatch)
+}
+
+// as is x in dtype dt.
+func as(x *Node, dt dtypes.DType) *Node {
+	if x.DType() == dt {
+		return x
+	}
+	return ConvertDType(x, dt)
+}
+
+// stateDType is the dtype of softmax statistics and gradients for operands of
+// dtype dt: float32 under mixed precision.
+func stateDType(c Config, dt dtypes.DType) dtypes.DType {
+	if c.Compute != dtypes.InvalidDType {
+		return StateDType(dt)
+	}
+	return dt
+}
+
+// StateDType is the dtype in which statistics and gradient sums of operands of
+// dtype dt are kept: float32 for the half-precision types, dt otherwise.
+func StateDType(dt dtypes.DType) dtypes.DType {
+	if dt == dtypes.BFloat16 || dt == dtypes.Float16 {
+		return dtypes.Float32
+	}
+	return dt
+}
 
 // The building blocks of the decoder, as GoMLX graph functions. They know nothing of
 // workers or blocks: the pieces in pieces.go wire them into per-layer graphs.
@@ -14,9 +67,9 @@ func rmsNorm(x, w *Node, eps float64) *Node {
 	return Mul(Div(x, Sqrt(AddScalar(ms, eps))), ExpandAxes(w, 0))
 }
 
-// linear: x [L, in], w [out, in] (Hugging Face layout) -> [L, out].
-func linear(x, w *Node) *Node {
-	return DotGeneral(x, []int{1}, nil, w, []int{1}, nil)
+// linear: x [L, in], w [out, in] (Hugging Face layout) -> [L, out], in w's dtype.
+func linear(c Config, x, w *Node) *Node {
+	return mm(c, x, []int{1}, nil, w, []int{1}, nil, w.DType())
 }
 
 // rope applies rotary embedding in the Hugging Face rotate-half convention.
@@ -38,23 +91,23 @@ func silu(x *Node) *Node { return Mul(x, Sigmoid(x)) }
 func preAttn(c Config, h, normW, wq, wk, wv, cos, sin *Node) (q, k, v *Node) {
 	L, hd := h.Shape().Dimensions[0], c.HeadDimension()
 	x := rmsNorm(h, normW, c.NormEps)
-	q = Reshape(linear(x, wq), L, c.Heads, hd)
-	k = Reshape(linear(x, wk), L, c.KVHeads, hd)
-	v = Reshape(linear(x, wv), L, c.KVHeads, hd)
-	return rope(q, cos, sin), rope(k, cos, sin), v
+	q = Reshape(linear(c, x, wq), L, c.Heads, hd)
+	k = Reshape(linear(c, x, wk), L, c.KVHeads, hd)
+	v = Reshape(linear(c, x, wv), L, c.KVHeads, hd)
+	return toCompute(c, rope(q, cos, sin)), toCompute(c, rope(k, cos, sin)), toCompute(c, v)
 }
 
 // postAttn: h [L, D], o [L, H*Dh] -> the next layer's input [L, D]
 // (output projection and residual, RMSNorm, SwiGLU MLP and residual).
 func postAttn(c Config, h, o, wo, normW, wg, wu, wd *Node) *Node {
-	h = Add(h, linear(o, wo))
+	h = Add(h, linear(c, o, wo))
 	x := rmsNorm(h, normW, c.NormEps)
-	return Add(h, linear(Mul(silu(linear(x, wg)), linear(x, wu)), wd))
+	return Add(h, linear(c, Mul(silu(linear(c, x, wg)), linear(c, x, wu)), wd))
 }
 
 // headLogits: h [L, D] -> logits [L, V] (final RMSNorm, output projection).
 func headLogits(c Config, h, normW, wout *Node) *Node {
-	return linear(rmsNorm(h, normW, c.NormEps), wout)
+	return linear(c, rmsNorm(h, normW, c.NormEps), wout)
 }
 
 // headLoss: h [L, D], targets [L] int32, weight [L], scale [] -> sum(weight * crossentropy) * scale.

@@ -186,10 +186,10 @@ func (lp *LoRAPieces) HeadVJP(p *Params, h, targets, weight, scale *tensors.Tens
 
 // loraGrads: x [L, in] (and xT [in, L]), dy [L, out], a [r, in], b [out, r] ->
 // dA = s (dy b)^T x [r, in], dB = s dy^T (x a^T) [out, r].
-func loraGrads(x, xT, dy, a, b *Node, s float64) []*Node {
+func loraGrads(c Config, x, xT, dy, a, b *Node, s float64) []*Node {
 	u := DotGeneral(dy, []int{1}, nil, b, []int{0}, nil) // [L, r]
-	z := linear(x, a)                                    // [L, r]
-	return []*Node{MulScalar(weightGrad(xT, u), s), MulScalar(weightGrad(transpose2(z), dy), s)}
+	z := linear(c, x, a)                                 // [L, r]
+	return []*Node{MulScalar(weightGrad(c, xT, u, a.DType()), s), MulScalar(weightGrad(c, transpose2(z), dy, b.DType()), s)}
 }
 
 // rmsNormBwdInput is rmsNormBwd's dh alone, for a norm that does not train.
@@ -219,12 +219,12 @@ func preAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []
 		KProj: Reshape(ropeBwd(dk, cos, sin), L, -1),
 		VProj: Reshape(dv, L, -1),
 	}
-	dx := Add(Add(inputGrad(dy[QProj], wq), inputGrad(dy[KProj], wk)), inputGrad(dy[VProj], wv))
+	dx := Add(Add(inputGrad(c, dy[QProj], wq), inputGrad(c, dy[KProj], wk)), inputGrad(c, dy[VProj], wv))
 	outs := normBwd(trainNorm, dx, n, r, normW)
 	if len(targets) > 0 {
 		xT := transpose2(x)
 		for j, t := range targets {
-			outs = append(outs, loraGrads(x, xT, dy[t], in[10+2*j], in[11+2*j], s)...)
+			outs = append(outs, loraGrads(c, x, xT, dy[t], in[10+2*j], in[11+2*j], s)...)
 		}
 	}
 	return outs
@@ -233,27 +233,27 @@ func preAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []
 // postAttnBwdLoRA: see LoRAPieces.postVJP.
 func postAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []*Node) []*Node {
 	h, o, wo, normW, wg, wu, wd, dy := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
-	h2 := Add(h, linear(o, wo))
+	h2 := Add(h, linear(c, o, wo))
 	n, r := rmsNormParts(h2, c.NormEps)
 	x := Mul(n, ExpandAxes(normW, 0))
-	g, u := linear(x, wg), linear(x, wu)
+	g, u := linear(c, x, wg), linear(c, x, wu)
 	sg := Sigmoid(g)
 	sl := Mul(g, sg)
 	m := Mul(sl, u)
 
-	dm := inputGrad(dy, wd)
+	dm := inputGrad(c, dy, wd)
 	du := Mul(dm, sl)
 	dg := Mul(Mul(dm, u), Mul(sg, OnePlus(Mul(g, OneMinus(sg)))))
-	dx := Add(inputGrad(dg, wg), inputGrad(du, wu))
+	dx := Add(inputGrad(c, dg, wg), inputGrad(c, du, wu))
 	nb := normBwd(trainNorm, dx, n, r, normW)
 	dh2 := Add(dy, nb[0])
-	outs := append([]*Node{dh2, inputGrad(dh2, wo)}, nb[1:]...)
+	outs := append([]*Node{dh2, inputGrad(c, dh2, wo)}, nb[1:]...)
 	var xT *Node
 	for j, t := range targets {
 		a, b := in[8+2*j], in[9+2*j]
 		switch t {
 		case OProj:
-			outs = append(outs, loraGrads(o, transpose2(o), dh2, a, b, s)...)
+			outs = append(outs, loraGrads(c, o, transpose2(o), dh2, a, b, s)...)
 		case GateProj, UpProj:
 			if xT == nil {
 				xT = transpose2(x)
@@ -262,9 +262,9 @@ func postAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in [
 			if t == UpProj {
 				d = du
 			}
-			outs = append(outs, loraGrads(x, xT, d, a, b, s)...)
+			outs = append(outs, loraGrads(c, x, xT, d, a, b, s)...)
 		case DownProj:
-			outs = append(outs, loraGrads(m, transpose2(m), dy, a, b, s)...)
+			outs = append(outs, loraGrads(c, m, transpose2(m), dy, a, b, s)...)
 		}
 	}
 	return outs

@@ -31,6 +31,10 @@ type Pieces struct {
 
 	s2mu    sync.Mutex
 	s2execs map[int]s2Kernels // shifted sparse attention kernels, by unshifted head count (s2attn.go)
+
+	embedOnce sync.Once // the embedding on a device (embed.go)
+	embed     embedPieces
+	embedErr  error
 }
 
 // LayerWeights are one layer's parameters, in the order the pieces take them.
@@ -104,7 +108,7 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 	})
 	// in: q, k, v, qpos, kpos, qdoc, kdoc, m, l, acc -> m, l, acc
 	p.attnFwd = mk("AttnBlock", func(in []*Node) []*Node {
-		bias := maskBias(in[0].DType(), in[3], in[4], in[5], in[6])
+		bias := maskBias(in[7].DType(), in[3], in[4], in[5], in[6]) // in the statistics' dtype
 		m, l, acc := attnFwdBlock(c, in[0], in[1], in[2], bias, in[7], in[8], in[9])
 		return []*Node{m, l, acc}
 	})
@@ -115,12 +119,12 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 	})
 	// in: m, l, acc -> o, lse
 	p.attnFinish = mk("AttnFinish", func(in []*Node) []*Node {
-		o, lse := attnFinish(in[0], in[1], in[2])
+		o, lse := attnFinish(c, in[0], in[1], in[2])
 		return []*Node{o, lse}
 	})
 	// in: q, k, v, qpos, kpos, qdoc, kdoc, do, lse, delta -> dq, dk, dv
 	p.attnBwd = mk("AttnBlockGrad", func(in []*Node) []*Node {
-		bias := maskBias(in[0].DType(), in[3], in[4], in[5], in[6])
+		bias := maskBias(in[8].DType(), in[3], in[4], in[5], in[6]) // in lse's dtype
 		dq, dk, dv := attnBwdBlock(c, in[0], in[1], in[2], bias, in[7], in[8], in[9])
 		return []*Node{dq, dk, dv}
 	})

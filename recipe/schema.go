@@ -37,7 +37,7 @@ type ModelConfig struct {
 	RopeTheta     float64 `yaml:"rope_theta"`
 	NormEps       float64 `yaml:"norm_eps"`
 	TieEmbeddings bool    `yaml:"tie_embeddings"`
-	DType         string  `yaml:"dtype"`    // float32 | float64
+	DType         string  `yaml:"dtype"`    // float32 | float64 | bfloat16 (mixed precision: bf16 compute, float32 master weights and optimizer state)
 	InitStd       float64 `yaml:"init_std"` // standard deviation of the initial weights
 	// RopeScaling stretches RoPE to longer contexts, as Hugging Face's
 	// rope_scaling; with from, it replaces the folder's.

@@ -47,7 +47,7 @@ func (r Recipe) Validate() error {
 		c.positive("model.rope_theta", m.RopeTheta)
 		c.positive("model.norm_eps", m.NormEps)
 	}
-	c.oneOf("model.dtype", m.DType, "float32", "float64")
+	c.oneOf("model.dtype", m.DType, "float32", "float64", "bfloat16")
 	c.positive("model.init_std", m.InitStd)
 	c.ropeScaling(m.RopeScaling)
 

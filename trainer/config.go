@@ -20,10 +20,19 @@ type Config struct {
 
 	// The model: loaded from From (a Hugging Face folder) when set, else Model
 	// initialised with standard deviation InitStd.
-	Model   model.Config
-	From    string
-	DType   dtypes.DType
-	InitStd float64
+	Model model.Config
+	From  string
+	DType dtypes.DType
+	// Compute, when set (bfloat16), is mixed precision: the pieces' matmuls and
+	// attention run in Compute while the weights, gradients and AdamW state stay
+	// in DType (float32 master weights), and norms, softmax statistics and the
+	// loss in float32. Zero: everything in DType.
+	Compute dtypes.DType
+	// DeviceResident runs the step as on a GPU (embedding, gradient sums,
+	// clipping and AdamW as compiled graphs, nothing through the host) even on
+	// the CPU backend: what tests use to check that path. Always on for cuda.
+	DeviceResident bool
+	InitStd        float64
 	// RopeScaling, when set, replaces the rope_scaling of From's config.json
 	// (the recipe's model.rope_scaling stretching a trained model's context).
 	RopeScaling *model.RopeScaling
@@ -78,6 +87,20 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.DType != dtypes.Float32 && c.DType != dtypes.Float64 {
 		errs = append(errs, fmt.Errorf("trainer: dtype %s not supported (float32 or float64)", c.DType))
+	}
+	if c.Compute != 0 && c.Compute != c.DType {
+		switch {
+		case c.Compute != dtypes.BFloat16:
+			errs = append(errs, fmt.Errorf("trainer: compute dtype %s not supported (bfloat16, or the model's dtype)", c.Compute))
+		case c.DType != dtypes.Float32:
+			errs = append(errs, fmt.Errorf("trainer: bfloat16 compute needs float32 master weights, got %s", c.DType))
+		}
+		if c.LoRA.Enabled() {
+			errs = append(errs, errors.New("trainer: lora with bfloat16 compute is not supported yet (model.dtype: float32)"))
+		}
+		if c.ShiftGroups > 0 {
+			errs = append(errs, errors.New("trainer: shifted sparse attention with bfloat16 compute is not supported yet (model.dtype: float32)"))
+		}
 	}
 	if c.From == "" {
 		errs = append(errs, c.Model.Validate())

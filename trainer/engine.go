@@ -8,6 +8,7 @@ import (
 
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/optim"
 )
 
 // Engine runs the forward and backward of one worker's shard, layer by layer, the
@@ -30,6 +31,11 @@ type Engine struct {
 	// SeqLen is the whole sequence's length (data.seq_len), the same on every
 	// worker: dynamic rope_scaling reads it.
 	SeqLen int
+	// Device, when set, keeps the step's tensors where the backend computes (a
+	// GPU): the embedding is looked up and gradients are summed by compiled
+	// graphs, never by the host helpers, which would copy every tensor to the
+	// host and back. Nil on the CPU backend, whose device memory is the host's.
+	Device *optim.Kernels
 
 	actPeak int64 // most bytes stored at once since ActivationPeak last reset it
 }
@@ -66,16 +72,62 @@ func (g Grads) Zero() {
 	}
 }
 
-func (g Grads) add(name string, t *tensors.Tensor) { model.AddInto(g[name], t) }
-
-func (g Grads) addAll(ts map[string]*tensors.Tensor) {
-	for name, t := range ts {
-		g.add(name, t)
+// Reset empties every accumulator without touching its memory: the first
+// gradient added becomes it (Engine.Device's way of zeroing: no fill on the host).
+func (g Grads) Reset() {
+	for name := range g {
+		g[name] = nil
 	}
+}
+
+// add sums t into the accumulator of name: on the host, in place; on a device
+// by a compiled add (which donates the accumulator and returns the sum).
+func (e *Engine) add(g Grads, name string, t *tensors.Tensor) error {
+	switch {
+	case e.Device == nil:
+		model.AddInto(g[name], t)
+	case g[name] == nil:
+		g[name] = t
+	default:
+		sum, err := e.Device.Accumulate(g[name], t)
+		if err != nil {
+			return fmt.Errorf("gradient of %s: %w", name, err)
+		}
+		g[name] = sum
+	}
+	return nil
+}
+
+func (e *Engine) addAll(g Grads, ts map[string]*tensors.Tensor) error {
+	for name, t := range ts {
+		if err := e.add(g, name, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sum returns a + b, reusing a's memory.
+func (e *Engine) sum(a, b *tensors.Tensor) (*tensors.Tensor, error) {
+	if e.Device == nil {
+		model.AddInto(a, b)
+		return a, nil
+	}
+	return e.Device.Accumulate(a, b)
+}
+
+// embed looks the tokens up in the embedding table.
+func (e *Engine) embed(bt batchTensors, tokens []int32) (*tensors.Tensor, error) {
+	table := e.Params.Get(embedName)
+	if e.Device == nil {
+		return model.Embed(table, tokens), nil
+	}
+	return e.Pieces.EmbedOnDevice(table, bt.tokens)
 }
 
 // batchTensors are a micro-batch's per-token inputs as tensors.
 type batchTensors struct {
+	tokens   *tensors.Tensor // [L] int32
 	tok      model.Tokens
 	cos, sin *tensors.Tensor
 	targets  *tensors.Tensor
@@ -100,6 +152,7 @@ func (e *Engine) prepare(b data.Batch) (batchTensors, error) {
 		w[i] = float64(x)
 	}
 	return batchTensors{
+		tokens:  model.Int32s(b.Tokens),
 		tok:     model.Tokens{Pos: b.Pos, Doc: b.Doc},
 		cos:     cos,
 		sin:     sin,
@@ -144,7 +197,10 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 	if err != nil {
 		return 0, err
 	}
-	h := model.Embed(p.Get(embedName), b.Tokens) // h0 [L, D]
+	h, err := e.embed(bt, b.Tokens) // h0 [L, D]
+	if err != nil {
+		return 0, fmt.Errorf("trainer: embed: %w", err)
+	}
 	for l := range c.Layers {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -185,7 +241,11 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 		}
 	}
 	if g, ok := grads[embedName]; ok { // frozen under LoRA unless lora.trainable has embed
-		model.EmbedGrad(g, b.Tokens, dh)
+		if e.Device == nil {
+			model.EmbedGrad(g, b.Tokens, dh)
+		} else if grads[embedName], err = e.Pieces.EmbedGradOnDevice(g, p.Get(embedName), bt.tokens, dh); err != nil {
+			return 0, fmt.Errorf("trainer: embedding gradient: %w", err)
+		}
 	}
 	return loss, nil
 }
@@ -199,15 +259,21 @@ func (e *Engine) headBackward(h *tensors.Tensor, bt batchTensors, scale float64,
 		if err != nil {
 			return 0, nil, err
 		}
-		grads.addAll(gs)
+		if err := e.addAll(grads, gs); err != nil {
+			return 0, nil, err
+		}
 		return model.ScalarValue(loss), dh, nil
 	}
 	head, err := e.Pieces.HeadVJP(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, sc)
 	if err != nil {
 		return 0, nil, err
 	}
-	grads.add(finalNormName, head.Norm)
-	grads.add(outputName(p.Config), head.Out)
+	if err := e.add(grads, finalNormName, head.Norm); err != nil {
+		return 0, nil, err
+	}
+	if err := e.add(grads, outputName(p.Config), head.Out); err != nil {
+		return 0, nil, err
+	}
 	return model.ScalarValue(head.Loss), head.H, nil
 }
 
@@ -250,10 +316,11 @@ func (e *Engine) layerBackward(ctx context.Context, l int, saved []*tensors.Tens
 		model.UpProj: post.Up, model.DownProj: post.Down, model.InputNorm: pre.InputNorm,
 		model.QProj: pre.Q, model.KProj: pre.K, model.VProj: pre.V,
 	} {
-		grads.add(model.LayerParam(l, suffix), g)
+		if err := e.add(grads, model.LayerParam(l, suffix), g); err != nil {
+			return nil, err
+		}
 	}
-	model.AddInto(post.H, pre.H) // the residual path and the attention path
-	return post.H, nil
+	return e.sum(post.H, pre.H) // the residual path and the attention path
 }
 
 // layerBackwardLoRA is layerBackward's second half for a model with adapters:
@@ -272,10 +339,13 @@ func (e *Engine) layerBackwardLoRA(ctx context.Context, l int, w model.LayerWeig
 	if err != nil {
 		return nil, err
 	}
-	grads.addAll(gPost)
-	grads.addAll(gPre)
-	model.AddInto(dhPost, dhPre)
-	return dhPost, nil
+	if err := e.addAll(grads, gPost); err != nil {
+		return nil, err
+	}
+	if err := e.addAll(grads, gPre); err != nil {
+		return nil, err
+	}
+	return e.sum(dhPost, dhPre)
 }
 
 // ActivationPeak is the most bytes the store held at once (with the layer being
@@ -301,7 +371,10 @@ func (e *Engine) Loss(ctx context.Context, b data.Batch, scale float64) (float64
 	if err != nil {
 		return 0, err
 	}
-	h := model.Embed(p.Get(embedName), b.Tokens)
+	h, err := e.embed(bt, b.Tokens)
+	if err != nil {
+		return 0, fmt.Errorf("trainer: embed: %w", err)
+	}
 	for l := range p.Config.Layers {
 		if err := ctx.Err(); err != nil {
 			return 0, err

@@ -152,17 +152,23 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 		dtype dtypes.DType
 		tol   float64
 		tied  bool
-		keep  bool // recompute: except_attention
+		keep  bool         // recompute: except_attention
+		mixed dtypes.DType // Config.Compute: bf16 mixed precision over float32 weights
 	}{
-		{"float64", dtypes.Float64, 1e-9, false, false},
-		{"float64 tied", dtypes.Float64, 1e-9, true, false},
-		{"float64 keep attention", dtypes.Float64, 1e-9, false, true},
-		{"float32", dtypes.Float32, 1e-4, false, false},
+		{"float64", dtypes.Float64, 1e-9, false, false, 0},
+		{"float64 tied", dtypes.Float64, 1e-9, true, false, 0},
+		{"float64 keep attention", dtypes.Float64, 1e-9, false, true, 0},
+		{"float32", dtypes.Float32, 1e-4, false, false, 0},
+		// bf16 keeps 8 bits of mantissa: each rounded operand is off by up to 2^-9
+		// relative, and a gradient of this 2-layer model passes through some 10-20
+		// rounded products (measured: 3-6% at worst, max-abs error over max-abs).
+		{"bfloat16 mixed", dtypes.Float32, 8e-2, false, false, dtypes.BFloat16},
+		{"bfloat16 mixed tied keep attention", dtypes.Float32, 8e-2, true, true, dtypes.BFloat16},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := model.Config{Vocab: 32, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, MLPDim: 48,
-				RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: tc.tied}
+				RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: tc.tied, Compute: tc.mixed}
 			rng := rand.New(rand.NewPCG(7, 7))
 			b := packedBatch(rng, cfg.Vocab, 11, 13, 7) // three documents in one sequence
 			ref64, err := model.Init(cfg, dtypes.Float64, 0.3, 3)
@@ -196,6 +202,9 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 			}
 			worst := checkReference(t, ref, ref64, names, b, loss, grads, names, tc.tol)
 			t.Logf("%d parameters, worst relative error %.3g (tolerance %.0e)", len(names), worst, tc.tol)
+			if tc.mixed != 0 && worst < 1e-4 {
+				t.Errorf("worst relative error %.3g: as exact as float32, so the matmuls did not run in %s", worst, tc.mixed)
+			}
 		})
 	}
 }

@@ -55,7 +55,9 @@ type Trainer struct {
 
 	backend *device.Backend
 	loader  *data.Loader
-	opt     *optim.AdamW
+	opt     optim.Optimizer    // what checkpoints read and restore: one of the two below
+	hostOpt *optim.AdamW       // on the CPU backend: Go loops over the tensors' memory
+	devOpt  *optim.DeviceAdamW // on a device: compiled, bitwise the same as hostOpt
 	grads   Grads
 	order   []string // parameter names in order
 	step    int
@@ -86,6 +88,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	params.Config.Compute = c.Compute
 	pieces, err := model.NewPieces(backend.Compute, params.Config)
 	if err != nil {
 		return nil, err
@@ -104,16 +107,23 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	var kernels *optim.Kernels // device-resident training: everything stays where the backend computes
+	if backend.Kind != "cpu" || c.DeviceResident {
+		if kernels, err = optim.NewKernels(backend.Compute); err != nil {
+			return nil, err
+		}
+	}
 	var store ActivationStore = NewKeepStore()
 	if c.Offload == "disk" {
 		if store, err = NewDiskStore(c.OffloadDir, params.Config.Layers); err != nil {
 			return nil, err
 		}
 	}
-	return &Trainer{
+	t := &Trainer{
 		Config: c,
 		Params: params,
 		Engine: &Engine{
+			Device:        kernels,
 			Pieces:        pieces,
 			Params:        params,
 			Attn:          attn,
@@ -125,12 +135,19 @@ func New(c Config, d *Dist) (*Trainer, error) {
 		dist:        d,
 		backend:     backend,
 		loader:      loader,
-		opt:         optim.NewAdamW(c.AdamW),
 		grads:       NewGrads(params),
 		order:       params.Trainable(),
 		layerParams: layerParams(params),
 		otherParams: otherParams(params),
-	}, nil
+	}
+	if kernels != nil {
+		t.devOpt = optim.NewDeviceAdamW(kernels, c.AdamW)
+		t.opt = t.devOpt
+	} else {
+		t.hostOpt = optim.NewAdamW(c.AdamW)
+		t.opt = t.hostOpt
+	}
+	return t, nil
 }
 
 func loadParams(c Config) (*model.Params, error) {
@@ -193,15 +210,7 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 		return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
 	}
 	lr := t.Config.Schedule.At(t.step)
-	var norm float64
-	err = t.withOptimParams(func(ps []optim.Param) error {
-		gs := make([]optim.Vec, len(ps))
-		for i, p := range ps {
-			gs[i] = p.Grad
-		}
-		norm = optim.ClipGlobalNorm(t.Config.MaxGradNorm, gs...)
-		return t.opt.Step(lr, ps)
-	})
+	norm, err := t.update(lr)
 	if err != nil {
 		return StepStats{}, fmt.Errorf("step %d: optimizer: %w", t.step+1, err)
 	}
@@ -220,6 +229,39 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 		TokensPerS: float64(t.Config.GradAccum*t.dp()*t.Config.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
 		CommWaitSeconds: wait1 - wait0, BytesSent: sent1 - sent0, Memory: mem,
 	}, nil
+}
+
+// update clips the gradients by their global norm and applies AdamW with
+// learning rate lr; it returns the norm before clipping.
+func (t *Trainer) update(lr float64) (norm float64, err error) {
+	if t.devOpt == nil {
+		err = t.withOptimParams(func(ps []optim.Param) error {
+			gs := make([]optim.Vec, len(ps))
+			for i, p := range ps {
+				gs[i] = p.Grad
+			}
+			norm = optim.ClipGlobalNorm(t.Config.MaxGradNorm, gs...)
+			return t.hostOpt.Step(lr, ps)
+		})
+		return norm, err
+	}
+	gs := make([]*tensors.Tensor, len(t.order))
+	for i, name := range t.order {
+		gs[i] = t.grads[name]
+	}
+	if norm, err = t.Engine.Device.ClipGlobalNorm(t.Config.MaxGradNorm, gs); err != nil {
+		return 0, err
+	}
+	ps := make([]optim.DeviceParam, len(t.order))
+	for i, name := range t.order {
+		t.grads[name] = gs[i] // clipping replaced them
+		ps[i] = optim.DeviceParam{Name: name, Decay: t.decays(name), Value: t.Params.T[name], Grad: gs[i]}
+	}
+	err = t.devOpt.Step(lr, ps)
+	for i, name := range t.order {
+		t.Params.T[name] = ps[i].Value // the update donated the old tensor
+	}
+	return norm, err
 }
 
 // Gradients computes the loss and the gradients of one step into Grads, without
@@ -242,7 +284,11 @@ func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err
 	if targets == 0 {
 		return 0, 0, fmt.Errorf("no target tokens in %d sequences (documents of one token?)", len(micro))
 	}
-	t.grads.Zero()
+	if t.Engine.Device != nil {
+		t.grads.Reset()
+	} else {
+		t.grads.Zero()
+	}
 	last := -1 // this worker's last micro-batch: its backward completes each layer's gradients
 	for i := range micro {
 		if t.mine(i) {
@@ -268,6 +314,12 @@ func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err
 			return 0, 0, err
 		}
 		loss += l
+	}
+	for name, g := range t.grads {
+		if g == nil { // a parameter no micro-batch of this worker reached
+			p := t.Params.Get(name)
+			t.grads[name] = model.NewZeros(p.DType(), p.Shape().Dimensions...)
+		}
 	}
 	if loss, err = red.finish(loss); err != nil {
 		return 0, 0, err

@@ -20,13 +20,15 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 	if err != nil {
 		return trainer.Config{}, err
 	}
-	dt := dtypes.Float32
+	dt, compute := dtypes.Float32, dtypes.DType(0)
 	switch r.Model.DType {
 	case "float32":
 	case "float64":
 		dt = dtypes.Float64
+	case "bfloat16": // mixed precision: bf16 compute over float32 master weights
+		compute = dtypes.BFloat16
 	default:
-		return trainer.Config{}, fmt.Errorf("model.dtype %q not supported (float32 or float64)", r.Model.DType)
+		return trainer.Config{}, fmt.Errorf("model.dtype %q not supported (float32, float64 or bfloat16)", r.Model.DType)
 	}
 	if r.LoRA.Rank > 0 && r.LoRA.Dropout > 0 {
 		// Adapters run merged into their weights; dropout on their input alone
@@ -50,6 +52,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		From:          m.From,
 		RopeScaling:   fromRopeScaling(r),
 		DType:         dt,
+		Compute:       compute,
 		InitStd:       m.InitStd,
 		Sources:       srcs,
 		Tokenizer:     r.Data.Tokenizer,
