@@ -32,6 +32,10 @@ type Pieces struct {
 	s2mu    sync.Mutex
 	s2execs map[int]s2Kernels // shifted sparse attention kernels, by unshifted head count (s2attn.go)
 
+	fusedOnce sync.Once // the fused attention kernels (fused.go)
+	fused     fusedExecs
+	fusedErr  error
+
 	embedOnce sync.Once // the embedding on a device (embed.go)
 	embed     embedPieces
 	embedErr  error

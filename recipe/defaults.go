@@ -35,7 +35,8 @@ func Default() Recipe {
 			Interleave: 8,
 			Pack:       "split",
 		},
-		Parallel: ParallelConfig{Workers: 1, SP: 0, DP: 1, Strategy: "ring", Balance: "adaptive"},
+		Attention: AttentionConfig{Kernel: "auto"},
+		Parallel:  ParallelConfig{Workers: 1, SP: 0, DP: 1, Strategy: "ring", Balance: "adaptive"},
 		Memory: MemoryConfig{
 			Recompute:  "layer",
 			Offload:    "none",

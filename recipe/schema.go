@@ -63,6 +63,10 @@ type AttentionConfig struct {
 	// of the heads with the groups shifted by G/2. 0: full attention. Evaluation
 	// and generation always use full attention.
 	ShiftGroups int `yaml:"shift_groups"`
+	// Kernel: auto (cuDNN's fused flash attention on a CUDA GPU in bfloat16,
+	// wherever the mask is plain causal: one document over the sequence on one
+	// worker; blockwise elsewhere) or blockwise (always torus's own kernels).
+	Kernel string `yaml:"kernel"`
 }
 
 // LoRAConfig freezes the base weights and trains low-rank adapters

@@ -149,6 +149,7 @@ func (r Recipe) Validate() error {
 	}
 	c.atLeast("schedule.grad_accum", s.GradAccum, 1)
 
+	c.oneOf("attention.kernel", r.Attention.Kernel, "auto", "blockwise")
 	if g := r.Attention.ShiftGroups; g != 0 && (g < 2 || g%2 != 0) {
 		c.add("attention.shift_groups", "must be 0 (full attention) or an even group size >= 2, got %d", g)
 	}

@@ -50,6 +50,10 @@ type Config struct {
 	// over groups of that many positions (even): see model.BlockAttention.
 	ShiftGroups   int
 	KeepAttention bool // recompute: except_attention
+	// Blockwise keeps torus's blockwise attention kernels on a CUDA GPU too,
+	// where cuDNN's fused attention would otherwise run wherever the mask is
+	// plain causal (model.FusedAttention).
+	Blockwise bool
 	// Offload is where stored activations wait for backward: "none" or "host"
 	// (memory: on the CPU backend host memory is where they are) or "disk"
 	// (spill files in OffloadDir, one folder per worker).

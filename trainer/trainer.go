@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
@@ -103,9 +104,13 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	attn, err := d.attention(&model.BlockAttention{P: pieces, BlockQ: c.AttnBlockQ, BlockK: c.AttnBlockK, ShiftGroups: c.ShiftGroups}, c)
+	local := &model.BlockAttention{P: pieces, BlockQ: c.AttnBlockQ, BlockK: c.AttnBlockK, ShiftGroups: c.ShiftGroups}
+	attn, err := d.attention(local, c)
 	if err != nil {
 		return nil, err
+	}
+	if attn == Attention(local) && fusedAttention(backend, c) {
+		attn = &model.FusedAttention{P: pieces, Fallback: local}
 	}
 	var kernels *optim.Kernels // device-resident training: everything stays where the backend computes
 	if backend.Kind != "cpu" || c.DeviceResident {
@@ -405,6 +410,13 @@ func otherParams(p *model.Params) []string {
 		}
 	}
 	return out
+}
+
+// fusedAttention says whether a worker alone (no ring) takes cuDNN's fused
+// attention: on a CUDA GPU, in bfloat16 (cuDNN's operands), without shifted
+// sparse attention, unless the recipe keeps the blockwise kernels.
+func fusedAttention(b *device.Backend, c Config) bool {
+	return b.Kind == "cuda" && c.Compute == dtypes.BFloat16 && c.ShiftGroups == 0 && !c.Blockwise
 }
 
 // Backend is what the trainer computes on ("backend cuda (auto): NVIDIA H200 ...").

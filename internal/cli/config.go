@@ -64,6 +64,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		AttnBlockQ:    r.Memory.AttnBlockQ,
 		AttnBlockK:    r.Memory.AttnBlockK,
 		ShiftGroups:   r.Attention.ShiftGroups,
+		Blockwise:     r.Attention.Kernel == "blockwise",
 		LoRA:          loraConfig(r.LoRA),
 		KeepAttention: r.Memory.Recompute == "except_attention",
 		Offload:       r.Memory.Offload,
