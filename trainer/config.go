@@ -32,7 +32,10 @@ type Config struct {
 	// clipping and AdamW as compiled graphs, nothing through the host) even on
 	// the CPU backend: what tests use to check that path. Always on for cuda.
 	DeviceResident bool
-	InitStd        float64
+	// GPUIndex is NVML's index of the GPU this worker computes on (its first
+	// visible one), for the device figures of the metrics.
+	GPUIndex int
+	InitStd  float64
 	// RopeScaling, when set, replaces the rope_scaling of From's config.json
 	// (the recipe's model.rope_scaling stretching a trained model's context).
 	RopeScaling *model.RopeScaling

@@ -64,7 +64,7 @@ func newDeviceStats(kind string, gpuIndex int, backend compute.Backend, dtype dt
 }
 
 // measured holds each kind's measured matmul rate, FLOP/s: measuring takes
-// about a second, and every trainer of a process shares the device.
+// about a third of a second, and every trainer of a process shares the device.
 var measured struct {
 	sync.Mutex
 	rate map[string]float64
@@ -76,7 +76,7 @@ func measuredPeak(kind string, backend compute.Backend) (float64, error) {
 	if r, ok := measured.rate[kind]; ok {
 		return r, nil
 	}
-	gflops, err := model.MatmulGFLOPs(backend, time.Second)
+	gflops, err := model.MatmulGFLOPs(backend, 300*time.Millisecond)
 	if err != nil {
 		return 0, fmt.Errorf("trainer: measure the %s matmul rate: %w", kind, err)
 	}

@@ -66,7 +66,8 @@ type Trainer struct {
 	dist    *Dist // nil: a single worker
 	nreduce int   // steps reduced so far, for tags
 
-	layerParams [][]string // each layer's parameter names, and the rest: the all-reduce buckets
+	devstats    *deviceStats // MFU, device memory and load for each step's metrics
+	layerParams [][]string   // each layer's parameter names, and the rest: the all-reduce buckets
 	otherParams []string
 }
 
@@ -145,6 +146,11 @@ func New(c Config, d *Dist) (*Trainer, error) {
 		layerParams: layerParams(params),
 		otherParams: otherParams(params),
 	}
+	computeDType := c.DType
+	if c.Compute != 0 {
+		computeDType = c.Compute
+	}
+	t.devstats = newDeviceStats(backend.Kind, c.GPUIndex, backend.Compute, computeDType)
 	if kernels != nil {
 		t.devOpt = optim.NewDeviceAdamW(kernels, c.AdamW)
 		t.opt = t.devOpt
@@ -229,11 +235,13 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 		Optim: t.opt.StateBytes(), Activations: t.Engine.ActivationPeak(),
 		LargestPiece: piece, LargestPieceOutput: pieceBytes,
 	}
-	return StepStats{
+	s := StepStats{
 		Step: t.step, Loss: loss, LR: lr, GradNorm: norm, Tokens: targets,
 		TokensPerS: float64(t.Config.GradAccum*t.dp()*t.Config.SeqLen) / secs, StepSeconds: secs, PeakRSSBytes: PeakRSS(),
 		CommWaitSeconds: wait1 - wait0, BytesSent: sent1 - sent0, Memory: mem,
-	}, nil
+	}
+	t.devstats.fill(&s, t.Params.Config, t.Config.SeqLen, t.Config.GradAccum*t.dp(), t.world(), secs)
+	return s, nil
 }
 
 // update clips the gradients by their global norm and applies AdamW with
@@ -418,6 +426,17 @@ func otherParams(p *model.Params) []string {
 func fusedAttention(b *device.Backend, c Config) bool {
 	return b.Kind == "cuda" && c.Compute == dtypes.BFloat16 && c.ShiftGroups == 0 && !c.Blockwise
 }
+
+// world is the number of workers of the job (1 alone).
+func (t *Trainer) world() int {
+	if t.dist == nil {
+		return 1
+	}
+	return t.dist.Mesh.World
+}
+
+// DescribeDevice says what MFU is measured against ("mfu against 989 TFLOP/s (NVIDIA H200, ...)").
+func (t *Trainer) DescribeDevice() string { return t.devstats.describe() }
 
 // Backend is what the trainer computes on ("backend cuda (auto): NVIDIA H200 ...").
 func (t *Trainer) Backend() *device.Backend { return t.backend }

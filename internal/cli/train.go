@@ -127,6 +127,9 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out, from string, 
 		rank = d.T.Rank()
 	}
 	cfg.OffloadDir = filepath.Join(out, "offload", fmt.Sprintf("rank-%02d", rank))
+	if gpu, err := device.VisibleGPU(0, os.Getenv("CUDA_VISIBLE_DEVICES")); err == nil {
+		cfg.GPUIndex = gpu
+	}
 	t, err := trainer.New(cfg, d)
 	if err != nil {
 		return err
@@ -160,9 +163,14 @@ func train(ctx context.Context, w io.Writer, r recipe.Recipe, out, from string, 
 		return nil
 	}
 	p := t.Params
+	precision := p.DType.String()
+	if cfg.Compute != 0 {
+		precision = fmt.Sprintf("%s compute over %s weights", cfg.Compute, p.DType)
+	}
 	fmt.Fprintf(w, "torus: model %d layers, dim %d, %d heads (%d kv), %.2fM parameters, %s; seq_len %d x %d micro-batches per step, %d steps\n",
-		p.Config.Layers, p.Config.Dim, p.Config.Heads, p.Config.KVHeads, float64(p.NumParams())/1e6, p.DType,
+		p.Config.Layers, p.Config.Dim, p.Config.Heads, p.Config.KVHeads, float64(p.NumParams())/1e6, precision,
 		r.Data.SeqLen, r.Schedule.GradAccum*r.Parallel.DP, r.Schedule.Steps)
+	fmt.Fprintf(w, "torus: %s; %s\n", t.Backend().Describe(), t.DescribeDevice())
 	bar := newProgress(w, r.Log.Progress, r.Log.Every, r.Schedule.Steps)
 	err = t.Run(ctx, trainer.RunDir(out), bar.step)
 	bar.done()
