@@ -80,6 +80,7 @@ override it. See docs/launch.md.`,
 				err := launch.RunLocal(cmd.Context(), launch.LocalConfig{
 					Workers:        len(p.Ranks),
 					Ranks:          p.Ranks,
+					Backend:        r.Backend, // a GPU each (CUDA_VISIBLE_DEVICES) unless cpu
 					SelfRendezvous: true,
 					Stderr:         w,
 					Command: func(rank int) (string, []string) {

@@ -30,6 +30,7 @@ func launchLocal(ctx context.Context, w io.Writer, recipePath string, sets []str
 	fmt.Fprintf(w, "torus: starting %d workers on this machine (%s, sp %d, dp %d)\n", n, r.Parallel.Strategy, n/r.Parallel.DP, r.Parallel.DP)
 	err = launch.RunLocal(ctx, launch.LocalConfig{
 		Workers: n,
+		Backend: r.Backend, // a GPU each (CUDA_VISIBLE_DEVICES) unless cpu
 		Stderr:  w,
 		Command: func(rank int) (string, []string) {
 			args := []string{"worker", recipePath, "--rank", strconv.Itoa(rank), "--world", strconv.Itoa(n), "--out", out, "--progress", r.Log.Progress}
