@@ -125,6 +125,9 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			return nil, err
 		}
 	}
+	if c.Offload == "host" && (backend.Kind != "cpu" || c.DeviceResident) { // on the CPU backend device memory is host memory: keep
+		store = NewHostStore(backend.Compute, params.Config.Layers)
+	}
 	t := &Trainer{
 		Config: c,
 		Params: params,
