@@ -60,7 +60,15 @@ func main() {
 }
 
 func emit(m map[string]any) {
-	out, _ := json.Marshal(m)
+	for k, v := range m { // JSON has no NaN or Inf (a failed timing gives them)
+		if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			m[k] = fmt.Sprint(f)
+		}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		out = []byte(fmt.Sprintf(`{"check":%q,"error":%q}`, fmt.Sprint(m["check"]), err.Error()))
+	}
 	fmt.Println(string(out))
 }
 
