@@ -445,6 +445,10 @@ def run_config(a, dev, seq_len, env):
     if dev.type == "cuda":
         out["peak_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
         out["peak_memory_gib"] = out["peak_memory_bytes"] / 2 ** 30
+        # What the caching allocator held at most: the figure closest to what
+        # NVML reports for a process (torus's device_memory_peak_bytes), less
+        # the CUDA context's few hundred MiB.
+        out["peak_memory_reserved_bytes"] = torch.cuda.max_memory_reserved(dev)
     if msg:
         out["message"] = msg
     if a.metrics_dir and losses:

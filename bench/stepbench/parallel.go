@@ -185,7 +185,9 @@ func runParallel(workerProcs int, cores string, single bool, recompute, balance 
 	args := []string{"--recompute", recompute, "--seq-len", strconv.Itoa(seqLen), "--steps", strconv.Itoa(steps),
 		"--warmup", strconv.Itoa(warmup), "--block-q", strconv.Itoa(blockQ), "--block-k", strconv.Itoa(blockK),
 		"--layers", strconv.Itoa(layers), "--offload", offloadMode, "--memory-limit-mib", strconv.Itoa(memoryLimitMiB),
-		"--balance", balance}
+		"--balance", balance, "--backend", bench.backend, "--preset", bench.preset, "--dtype", bench.dtype,
+		"--grad-accum", strconv.Itoa(bench.gradAccum), "--attention", bench.attention(),
+		"--device-resident=" + strconv.FormatBool(bench.deviceResident)}
 	var one struct {
 		Median float64 `json:"step_seconds_median"`
 	}
