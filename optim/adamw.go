@@ -109,34 +109,51 @@ func (o *AdamW) State() map[string]Vec {
 // moments of state (keys as State's; the slices are used, not copied). Every
 // key must come in a pair of equal lengths.
 func (o *AdamW) SetState(steps int, state map[string]Vec) error {
-	if steps < 0 {
-		return fmt.Errorf("optim: %d steps", steps)
+	pairs, err := momentPairs(steps, state)
+	if err != nil {
+		return err
 	}
-	next := map[string]*moments{}
+	next := make(map[string]*moments, len(pairs))
+	for name, mv := range pairs {
+		next[name] = &moments{m: mv[0], v: mv[1]}
+	}
+	o.t, o.state = steps, next
+	return nil
+}
+
+// momentPairs checks a state map (keys NAME+FirstMoment and NAME+SecondMoment,
+// every key in a pair of equal lengths and dtypes) and returns it by parameter
+// name: [first moment, second moment].
+func momentPairs(steps int, state map[string]Vec) (map[string][2]Vec, error) {
+	if steps < 0 {
+		return nil, fmt.Errorf("optim: %d steps", steps)
+	}
+	pairs := map[string][2]Vec{}
 	for key, m := range state {
 		name, ok := strings.CutSuffix(key, FirstMoment)
 		if !ok {
 			if _, ok := strings.CutSuffix(key, SecondMoment); ok {
 				continue // checked with its pair
 			}
-			return fmt.Errorf("optim: state key %q is neither NAME%s nor NAME%s", key, FirstMoment, SecondMoment)
+			return nil, fmt.Errorf("optim: state key %q is neither NAME%s nor NAME%s", key, FirstMoment, SecondMoment)
 		}
 		v, ok := state[name+SecondMoment]
 		if !ok {
-			return fmt.Errorf("optim: state has %q but no %q", key, name+SecondMoment)
+			return nil, fmt.Errorf("optim: state has %q but no %q", key, name+SecondMoment)
 		}
 		if m.Len() != v.Len() || (m.F32 == nil) != (v.F32 == nil) {
-			return fmt.Errorf("optim: %s: moments of different lengths or dtypes", name)
+			return nil, fmt.Errorf("optim: %s: moments of different lengths or dtypes", name)
 		}
-		next[name] = &moments{m: m, v: v}
+		pairs[name] = [2]Vec{m, v}
 	}
 	for key := range state {
-		if name, ok := strings.CutSuffix(key, SecondMoment); ok && next[name] == nil {
-			return fmt.Errorf("optim: state has %q but no %q", key, name+FirstMoment)
+		if name, ok := strings.CutSuffix(key, SecondMoment); ok {
+			if _, paired := pairs[name]; !paired {
+				return nil, fmt.Errorf("optim: state has %q but no %q", key, name+FirstMoment)
+			}
 		}
 	}
-	o.t, o.state = steps, next
-	return nil
+	return pairs, nil
 }
 
 // Step applies one update with learning rate lr to every parameter.

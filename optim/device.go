@@ -3,7 +3,6 @@ package optim
 import (
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -110,31 +109,13 @@ func (o *DeviceAdamW) State() map[string]Vec {
 // moments of state (keys as State's; the vectors are copied, and go to the device
 // on the next Step). Every key must come in a pair of equal lengths and dtypes.
 func (o *DeviceAdamW) SetState(steps int, state map[string]Vec) error {
-	if steps < 0 {
-		return fmt.Errorf("optim: %d steps", steps)
+	pairs, err := momentPairs(steps, state)
+	if err != nil {
+		return err
 	}
-	next := map[string]*deviceMoments{}
-	for key, m := range state {
-		name, ok := strings.CutSuffix(key, FirstMoment)
-		if !ok {
-			if _, ok := strings.CutSuffix(key, SecondMoment); ok {
-				continue // checked with its pair
-			}
-			return fmt.Errorf("optim: state key %q is neither NAME%s nor NAME%s", key, FirstMoment, SecondMoment)
-		}
-		v, ok := state[name+SecondMoment]
-		if !ok {
-			return fmt.Errorf("optim: state has %q but no %q", key, name+SecondMoment)
-		}
-		if m.Len() != v.Len() || (m.F32 == nil) != (v.F32 == nil) {
-			return fmt.Errorf("optim: %s: moments of different lengths or dtypes", name)
-		}
-		next[name] = &deviceMoments{m: fromVec(m), v: fromVec(v)}
-	}
-	for key := range state {
-		if name, ok := strings.CutSuffix(key, SecondMoment); ok && next[name] == nil {
-			return fmt.Errorf("optim: state has %q but no %q", key, name+FirstMoment)
-		}
+	next := make(map[string]*deviceMoments, len(pairs))
+	for name, mv := range pairs {
+		next[name] = &deviceMoments{m: fromVec(mv[0]), v: fromVec(mv[1])}
 	}
 	o.t, o.state = steps, next
 	return nil
