@@ -14,6 +14,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/checkpoint"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -30,15 +31,15 @@ func snapshot(t testing.TB, cfg model.Config, step int) *checkpoint.Snapshot {
 	}
 	opt := map[string]*tensors.Tensor{}
 	for i, name := range p.Names() {
-		v := model.ToFloat64(p.T[name])
+		v := host.ToFloat64(p.T[name])
 		for j := range v {
 			v[j] = v[j]*0.5 + float64(i)
 		}
-		opt[name+".exp_avg"] = model.FromFloat64(dtypes.Float32, v, p.T[name].Shape().Dimensions...)
+		opt[name+".exp_avg"] = host.FromFloat64(dtypes.Float32, v, p.T[name].Shape().Dimensions...)
 		for j := range v {
 			v[j] *= v[j]
 		}
-		opt[name+".exp_avg_sq"] = model.FromFloat64(dtypes.Float32, v, p.T[name].Shape().Dimensions...)
+		opt[name+".exp_avg_sq"] = host.FromFloat64(dtypes.Float32, v, p.T[name].Shape().Dimensions...)
 	}
 	opt["extra.bf16"] = tensors.FromFlatDataAndDimensions([]bfloat16.BFloat16{bfloat16.FromFloat32(1.5), bfloat16.FromFloat32(-3)}, 2)
 	opt["extra.i64"] = tensors.FromFlatDataAndDimensions([]int64{1, -2, 1 << 40}, 3)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -109,8 +110,8 @@ func (m *Model) newKVCache(tokens int) *kvCache {
 		kv.keyTok.Pos[i], kv.keyTok.Doc[i] = int32(i), 1
 	}
 	for range c.Layers {
-		kv.k = append(kv.k, model.NewZeros(dt, capacity, c.KVHeads, c.HeadDimension()))
-		kv.v = append(kv.v, model.NewZeros(dt, capacity, c.KVHeads, c.HeadDimension()))
+		kv.k = append(kv.k, host.NewZeros(dt, capacity, c.KVHeads, c.HeadDimension()))
+		kv.v = append(kv.v, host.NewZeros(dt, capacity, c.KVHeads, c.HeadDimension()))
 	}
 	return kv
 }
@@ -120,8 +121,8 @@ func (m *Model) newKVCache(tokens int) *kvCache {
 func (kv *kvCache) prefill(ctx context.Context, prompt []int32) ([]float32, error) {
 	n := len(prompt)
 	h, err := kv.m.hidden(ctx, prompt, func(l int, k, v *tensors.Tensor) {
-		model.SetRows(kv.k[l], 0, model.SliceRows(k, 0, n))
-		model.SetRows(kv.v[l], 0, model.SliceRows(v, 0, n))
+		host.SetRows(kv.k[l], 0, host.SliceRows(k, 0, n))
+		host.SetRows(kv.v[l], 0, host.SliceRows(v, 0, n))
 	})
 	if err != nil {
 		return nil, err
@@ -153,7 +154,7 @@ func (kv *kvCache) step(ctx context.Context, tok int32) ([]float32, error) {
 	kv.keyTok.Doc[at] = 0
 	cos, sin := model.RopeTablesFor(c, p.DType, qt.Pos, at+1)
 	attn := m.attention()
-	h := model.Embed(p.Get("model.embed_tokens.weight"), []int32{tok}) // [1, D]
+	h := host.GatherRows(p.Get("model.embed_tokens.weight"), []int32{tok}) // [1, D]
 	for l := range c.Layers {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -163,8 +164,8 @@ func (kv *kvCache) step(ctx context.Context, tok int32) ([]float32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
 		}
-		model.SetRows(kv.k[l], at, k)
-		model.SetRows(kv.v[l], at, v)
+		host.SetRows(kv.k[l], at, k)
+		host.SetRows(kv.v[l], at, v)
 		f, err := attn.Begin(q, qt)
 		if err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/device"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -128,7 +129,7 @@ func (m *Model) hidden(ctx context.Context, tokens []int32, keep func(layer int,
 	}
 	cos, sin := model.RopeTablesFor(c, p.DType, tok.Pos, n)
 	attn := m.attention()
-	h := model.Embed(p.Get("model.embed_tokens.weight"), ids) // [Lp, D]
+	h := host.GatherRows(p.Get("model.embed_tokens.weight"), ids) // [Lp, D]
 	for l := range c.Layers {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -155,7 +156,7 @@ func (m *Model) hidden(ctx context.Context, tokens []int32, keep func(layer int,
 // LogitsRows is the head on rows [start, end) of h: logits [end-start, V].
 func (m *Model) LogitsRows(h *tensors.Tensor, start, end int) (*tensors.Tensor, error) {
 	p := m.Params
-	logits, err := m.Pieces.Logits(p.Get("model.norm.weight"), p.OutputWeight(), model.SliceRows(h, start, end))
+	logits, err := m.Pieces.Logits(p.Get("model.norm.weight"), p.OutputWeight(), host.SliceRows(h, start, end))
 	if err != nil {
 		return nil, fmt.Errorf("eval: head: %w", err)
 	}
@@ -187,7 +188,7 @@ func (m *Model) NLL(ctx context.Context, tokens []int32) ([]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	flat, v := model.ToFloat64(logits), m.Config().Vocab
+	flat, v := host.ToFloat64(logits), m.Config().Vocab
 	nll := make([]float64, len(tokens)-1)
 	for i := range nll {
 		row := flat[i*v : (i+1)*v]

@@ -13,6 +13,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -71,7 +72,7 @@ func trainerLosses(t *testing.T, m *Model, tokens []int32) []float64 {
 	}
 	cos, sin := model.RopeTables(c, p.DType, tok.Pos)
 	attn := &model.BlockAttention{P: m.Pieces, BlockQ: 5, BlockK: 3}
-	h := model.Embed(p.Get("model.embed_tokens.weight"), tokens[:n])
+	h := host.GatherRows(p.Get("model.embed_tokens.weight"), tokens[:n])
 	for l := range c.Layers {
 		w := p.Layer(l)
 		q, k, v, err := m.Pieces.PreAttn(w, h, cos, sin)
@@ -86,14 +87,14 @@ func trainerLosses(t *testing.T, m *Model, tokens []int32) []float64 {
 			t.Fatal(err)
 		}
 	}
-	targets := model.Int32s(tokens[1:])
+	targets := host.Int32s(tokens[1:])
 	loss := func(weight []float64) float64 {
 		l, err := m.Pieces.HeadLoss(p.Get("model.norm.weight"), p.OutputWeight(), h, targets,
-			model.FromFloat64(p.DType, weight, n), model.NewScalar(p.DType, 1))
+			host.FromFloat64(p.DType, weight, n), host.NewScalar(p.DType, 1))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return model.ScalarValue(l)
+		return host.ScalarValue(l)
 	}
 	out := make([]float64, n)
 	for i := range out {

@@ -12,6 +12,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -51,11 +52,11 @@ func copyModel(t *testing.T) *Model {
 	for i := range 256 {
 		eye[i*256+i] = 1
 	}
-	p.T["model.embed_tokens.weight"] = model.FromFloat64(dtypes.Float32, eye, 256, 256)
-	p.T["lm_head.weight"] = model.FromFloat64(dtypes.Float32, eye, 256, 256)
+	p.T["model.embed_tokens.weight"] = host.FromFloat64(dtypes.Float32, eye, 256, 256)
+	p.T["lm_head.weight"] = host.FromFloat64(dtypes.Float32, eye, 256, 256)
 	for _, name := range []string{model.OProj, model.DownProj} {
 		n := model.LayerParam(0, name)
-		p.T[n] = model.NewZeros(dtypes.Float32, p.T[n].Shape().Dimensions...)
+		p.T[n] = host.NewZeros(dtypes.Float32, p.T[n].Shape().Dimensions...)
 	}
 	return m
 }

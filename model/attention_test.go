@@ -12,6 +12,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -33,7 +34,7 @@ func randTensor(rng *rand.Rand, dtype dtypes.DType, scale float64, dims ...int) 
 	for i := range v {
 		v[i] = rng.NormFloat64() * scale
 	}
-	return model.FromFloat64(dtype, v, dims...)
+	return host.FromFloat64(dtype, v, dims...)
 }
 
 // naiveAttention is the reference: scores for every (query, key) pair, an explicit
@@ -85,7 +86,7 @@ func packedTokens(lengths ...int) model.Tokens {
 
 func maxRelErr(t *testing.T, name string, got, want *tensors.Tensor) float64 {
 	t.Helper()
-	g, w := model.ToFloat64(got), model.ToFloat64(want)
+	g, w := host.ToFloat64(got), host.ToFloat64(want)
 	if len(g) != len(w) {
 		t.Fatalf("%s: size %d, want %d", name, len(g), len(w))
 	}

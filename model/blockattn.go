@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/torusml/torus/host"
 )
 
 // Blockwise attention over host tensors: queries cut into blocks of BlockQ rows,
@@ -145,7 +146,7 @@ type kvBlock struct {
 func (b *BlockAttention) cutKV(k, v *tensors.Tensor, kt Tokens) ([]kvBlock, error) {
 	var out []kvBlock
 	for _, kb := range b.cut(kt, b.BlockK) {
-		blk := kvBlock{kb, SliceRows(k, kb.start, kb.end), SliceRows(v, kb.start, kb.end)}
+		blk := kvBlock{kb, host.SliceRows(k, kb.start, kb.end), host.SliceRows(v, kb.start, kb.end)}
 		if err := b.P.Share(blk.k, blk.v, blk.pos, blk.doc); err != nil {
 			return nil, err
 		}
@@ -189,7 +190,7 @@ func (b *BlockAttention) cut(t Tokens, size int) []block {
 	for s := 0; s < t.Len(); s += size {
 		e := min(s+size, t.Len())
 		tk := t.Slice(s, e)
-		blk := block{start: s, end: e, tok: tk, pos: Int32s(tk.Pos), doc: Int32s(tk.Doc)}
+		blk := block{start: s, end: e, tok: tk, pos: host.Int32s(tk.Pos), doc: host.Int32s(tk.Doc)}
 		if b.ShiftGroups > 0 {
 			blk.grp, blk.keys = s2Groups(tk, b.ShiftGroups)
 		}
@@ -218,11 +219,11 @@ func (b *BlockAttention) Begin(q *tensors.Tensor, qt Tokens) (*AttnForward, erro
 	sd := StateDType(q.DType()) // the online softmax's running state: float32 for bf16 operands
 	for _, blk := range f.qb {
 		n := blk.end - blk.start
-		f.qs = append(f.qs, SliceRows(q, blk.start, blk.end))
+		f.qs = append(f.qs, host.SliceRows(q, blk.start, blk.end))
 		f.states = append(f.states, AttnState{
-			M:   NewFull(sd, maskFill, c.KVHeads, g, n),
-			L:   NewZeros(sd, c.KVHeads, g, n),
-			Acc: NewZeros(sd, c.KVHeads, g, n, c.HeadDimension()),
+			M:   host.NewFull(sd, maskFill, c.KVHeads, g, n),
+			L:   host.NewZeros(sd, c.KVHeads, g, n),
+			Acc: host.NewZeros(sd, c.KVHeads, g, n, c.HeadDimension()),
 		})
 	}
 	return f, nil
@@ -254,15 +255,15 @@ func (f *AttnForward) Fold(k, v *tensors.Tensor, kt Tokens) error {
 func (f *AttnForward) Finish() (o, lse *tensors.Tensor, err error) {
 	c := f.b.P.Config()
 	lq := f.q.Shape().Dimensions[0]
-	o = NewZeros(f.q.DType(), lq, c.Heads*c.HeadDimension())
-	lse = NewZeros(StateDType(f.q.DType()), lq, c.KVHeads, c.Heads/c.KVHeads)
+	o = host.NewZeros(f.q.DType(), lq, c.Heads*c.HeadDimension())
+	lse = host.NewZeros(StateDType(f.q.DType()), lq, c.KVHeads, c.Heads/c.KVHeads)
 	for i, qb := range f.qb {
 		ob, lb, err := f.b.P.AttnFinish(f.states[i])
 		if err != nil {
 			return nil, nil, err
 		}
-		SetRows(o, qb.start, ob)
-		SetRows(lse, qb.start, lb)
+		host.SetRows(o, qb.start, ob)
+		host.SetRows(lse, qb.start, lb)
 	}
 	return o, lse, nil
 }
@@ -298,17 +299,17 @@ func (b *BlockAttention) BeginBackward(q *tensors.Tensor, qt Tokens, o, lse, do 
 	}
 	c := b.P.Config()
 	hd := c.HeadDimension()
-	bw := &AttnBackward{b: b, qb: b.cut(qt, b.BlockQ), DQ: NewZeros(StateDType(q.DType()), q.Shape().Dimensions...)}
+	bw := &AttnBackward{b: b, qb: b.cut(qt, b.BlockQ), DQ: host.NewZeros(StateDType(q.DType()), q.Shape().Dimensions...)}
 	for _, blk := range bw.qb {
-		dob := SliceRows(do, blk.start, blk.end)
-		delta, err := b.P.AttnDelta(dob, SliceRows(o, blk.start, blk.end))
+		dob := host.SliceRows(do, blk.start, blk.end)
+		delta, err := b.P.AttnDelta(dob, host.SliceRows(o, blk.start, blk.end))
 		if err != nil {
 			return nil, err
 		}
 		n := blk.end - blk.start
-		bw.qs = append(bw.qs, SliceRows(q, blk.start, blk.end))
-		bw.dos = append(bw.dos, ReshapeCopy(dob, n, c.Heads, hd))
-		bw.lse = append(bw.lse, SliceRows(lse, blk.start, blk.end))
+		bw.qs = append(bw.qs, host.SliceRows(q, blk.start, blk.end))
+		bw.dos = append(bw.dos, host.ReshapeCopy(dob, n, c.Heads, hd))
+		bw.lse = append(bw.lse, host.SliceRows(lse, blk.start, blk.end))
 		bw.dlt = append(bw.dlt, delta)
 	}
 	return bw, nil
@@ -346,12 +347,12 @@ func (bw *AttnBackward) GradParts(k, v *tensors.Tensor, kt Tokens) (*GradParts, 
 				return err
 			}
 			if parts.dk[i] == nil {
-				parts.dk[i] = NewZeros(StateDType(k.DType()), k.Shape().Dimensions...)
-				parts.dv[i] = NewZeros(StateDType(v.DType()), v.Shape().Dimensions...)
+				parts.dk[i] = host.NewZeros(StateDType(k.DType()), k.Shape().Dimensions...)
+				parts.dv[i] = host.NewZeros(StateDType(v.DType()), v.Shape().Dimensions...)
 			}
-			AddRows(bw.DQ, qb.start, dq)
-			AddRows(parts.dk[i], kb.start, dkb)
-			AddRows(parts.dv[i], kb.start, dvb)
+			host.AddRows(bw.DQ, qb.start, dq)
+			host.AddRows(parts.dk[i], kb.start, dkb)
+			host.AddRows(parts.dv[i], kb.start, dvb)
 		}
 		return nil
 	})
@@ -378,13 +379,13 @@ type GradParts struct {
 // that moves: parallel.Balancer.)
 func (p *GradParts) SumOnto(dk, dv *tensors.Tensor) (*tensors.Tensor, *tensors.Tensor) {
 	if dk == nil {
-		dk = NewZeros(StateDType(p.k.DType()), p.k.Shape().Dimensions...)
-		dv = NewZeros(StateDType(p.k.DType()), p.k.Shape().Dimensions...)
+		dk = host.NewZeros(StateDType(p.k.DType()), p.k.Shape().Dimensions...)
+		dv = host.NewZeros(StateDType(p.k.DType()), p.k.Shape().Dimensions...)
 	}
 	for i := len(p.dk) - 1; i >= 0; i-- {
 		if p.dk[i] != nil {
-			AddInto(dk, p.dk[i])
-			AddInto(dv, p.dv[i])
+			host.AddInto(dk, p.dk[i])
+			host.AddInto(dv, p.dv[i])
 		}
 	}
 	return dk, dv
@@ -404,11 +405,4 @@ func (b *BlockAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, 
 		return nil, nil, nil, err
 	}
 	return bw.DQ, dk, dv, nil
-}
-
-// ReshapeCopy copies t into a tensor of new dimensions (same size).
-func ReshapeCopy(t *tensors.Tensor, dims ...int) *tensors.Tensor {
-	out := NewZeros(t.DType(), dims...)
-	copyBytes(out, t, func(d, s []byte) { copy(d, s) })
-	return out
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/torusml/torus/host"
 )
 
 // MatmulGFLOPs times float32 2048x2048 matmuls on backend for about d (at least
@@ -21,8 +22,8 @@ func MatmulGFLOPs(backend compute.Backend, d time.Duration) (float64, error) {
 	}
 	a := tensors.FromShape(shapes.Make(dtypes.Float32, n, n))
 	b := tensors.FromShape(shapes.Make(dtypes.Float32, n, n))
-	Fill(a, 0.5)
-	Fill(b, 0.25)
+	host.Fill(a, 0.5)
+	host.Fill(b, 0.25)
 	best := 0.0
 	for start, i := time.Now(), 0; i < 3 || time.Since(start) < d; i++ {
 		t0 := time.Now()

@@ -19,6 +19,7 @@ import (
 	"github.com/gomlx/compute/dtypes/float16"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -85,7 +86,7 @@ func TestExportHFRoundTrip(t *testing.T) {
 				want := rounded(p, ec.round)
 				for _, n := range p.Names() {
 					if !bytes.Equal(rawBytes(q.T[n]), rawBytes(want.T[n])) || !q.T[n].Shape().Equal(want.T[n].Shape()) {
-						t.Errorf("%s: read back %v, want %v rounded to %s", n, model.ToFloat64(q.T[n])[:3], model.ToFloat64(want.T[n])[:3], ec.dtype)
+						t.Errorf("%s: read back %v, want %v rounded to %s", n, host.ToFloat64(q.T[n])[:3], host.ToFloat64(want.T[n])[:3], ec.dtype)
 					}
 				}
 			})
@@ -116,9 +117,9 @@ func TestExportHFLogits(t *testing.T) {
 			got := forwardLogits(t, pieces, q, tokens)
 			want := forwardLogits(t, pieces, rounded(p, ec.round), tokens)
 			if !bytes.Equal(rawBytes(got), rawBytes(want)) {
-				t.Errorf("logits after the round trip differ: %v, want %v", model.ToFloat64(got)[:4], model.ToFloat64(want)[:4])
+				t.Errorf("logits after the round trip differ: %v, want %v", host.ToFloat64(got)[:4], host.ToFloat64(want)[:4])
 			}
-			g := model.ToFloat64(got)
+			g := host.ToFloat64(got)
 			if spread := slices.Max(g) - slices.Min(g); math.IsNaN(spread) || spread < 0.1 {
 				t.Errorf("logits span only %g: the forward is not exercising the weights", spread)
 			}
@@ -146,7 +147,7 @@ func forwardWith(t testing.TB, pieces *model.Pieces, p *model.Params, tokens []i
 	}
 	cos, sin := model.RopeTables(p.Config, p.DType, tok.Pos)
 	ba := &model.BlockAttention{P: pieces, BlockQ: 4, BlockK: 4}
-	h := model.Embed(p.Get("model.embed_tokens.weight"), tokens)
+	h := host.GatherRows(p.Get("model.embed_tokens.weight"), tokens)
 	for l := range p.Config.Layers {
 		w, err := layer(l)
 		if err != nil {

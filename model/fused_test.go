@@ -7,6 +7,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/gobackend"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -49,9 +50,9 @@ func TestFusedAttentionFallsBack(t *testing.T) {
 		}
 		return out
 	}
-	q := model.FromFloat64(dtypes.Float32, vals(L*4*hd, 7), L, 4, hd)
-	k := model.FromFloat64(dtypes.Float32, vals(L*2*hd, 5), L, 2, hd)
-	v := model.FromFloat64(dtypes.Float32, vals(L*2*hd, 3), L, 2, hd)
+	q := host.FromFloat64(dtypes.Float32, vals(L*4*hd, 7), L, 4, hd)
+	k := host.FromFloat64(dtypes.Float32, vals(L*2*hd, 5), L, 2, hd)
+	v := host.FromFloat64(dtypes.Float32, vals(L*2*hd, 3), L, 2, hd)
 	tok := model.Tokens{Pos: []int32{0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2}, Doc: []int32{1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3}}
 	block := &model.BlockAttention{P: p, BlockQ: 5, BlockK: 4}
 	fused := &model.FusedAttention{P: p, Fallback: block}
@@ -64,7 +65,7 @@ func TestFusedAttentionFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, pair := range map[string][2][]float64{"o": {model.ToFloat64(o1), model.ToFloat64(o2)}, "lse": {model.ToFloat64(lse1), model.ToFloat64(lse2)}} {
+	for name, pair := range map[string][2][]float64{"o": {host.ToFloat64(o1), host.ToFloat64(o2)}, "lse": {host.ToFloat64(lse1), host.ToFloat64(lse2)}} {
 		for i := range pair[0] {
 			if pair[0][i] != pair[1][i] {
 				t.Fatalf("%s[%d]: %v blockwise, %v through FusedAttention", name, i, pair[0][i], pair[1][i])

@@ -12,6 +12,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -82,7 +83,7 @@ func TestHFBFloat16Export(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, n := range p.Names() {
-			want, got := model.ToFloat64(p.T[n]), model.ToFloat64(q.T[n])
+			want, got := host.ToFloat64(p.T[n]), host.ToFloat64(q.T[n])
 			for i := range want {
 				// Round to nearest with an 8-bit significand: relative error <= 2^-8.
 				if d := math.Abs(got[i] - want[i]); d > math.Abs(want[i])/256 {
@@ -219,8 +220,8 @@ func TestLoadHFChecksTensors(t *testing.T) {
 	for k, v := range p.T {
 		wrong[k] = v
 	}
-	wrong["model.layers.1.self_attn.k_proj.weight"] = model.FromFloat64(dtypes.Float32, make([]float64, 40), 5, 8)
-	wrong["model.layers.9.mlp.up_proj.weight"] = model.FromFloat64(dtypes.Float32, make([]float64, 1), 1)
+	wrong["model.layers.1.self_attn.k_proj.weight"] = host.FromFloat64(dtypes.Float32, make([]float64, 40), 5, 8)
+	wrong["model.layers.9.mlp.up_proj.weight"] = host.FromFloat64(dtypes.Float32, make([]float64, 1), 1)
 	for _, c := range []struct {
 		name  string
 		names []string
@@ -286,7 +287,7 @@ func TestLoadHFSharded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range names {
-		want, got := model.ToFloat64(p.T[n]), model.ToFloat64(q.T[n])
+		want, got := host.ToFloat64(p.T[n]), host.ToFloat64(q.T[n])
 		for i := range want {
 			if math.Abs(got[i]-want[i]) > math.Abs(want[i])/256 {
 				t.Fatalf("%s[%d] = %g, saved %g", n, i, got[i], want[i])

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -69,7 +70,7 @@ func TestHFCheckPython(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ours := model.ToFloat64(forwardLogits(t, pieces, q, tokens))
+			ours := host.ToFloat64(forwardLogits(t, pieces, q, tokens))
 
 			cmd := exec.Command(python, script, dir, strings.Join(ids, ","))
 			var stderr strings.Builder

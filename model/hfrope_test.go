@@ -11,6 +11,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -267,7 +268,7 @@ func TestRopePython(t *testing.T) {
 			t.Errorf("%s: attention factor %.17g, transformers' %.17g", name, att, a.Attention)
 		}
 		cos, sin := model.RopeTables(c, dtypes.Float64, pos)
-		cv, sv := model.ToFloat64(cos), model.ToFloat64(sin)
+		cv, sv := host.ToFloat64(cos), host.ToFloat64(sin)
 		hd := c.HeadDimension()
 		for i, p := range pos {
 			// An ulp of a frequency moves the angle by p ulps.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/torusml/torus/host"
 )
 
 // LoRA adapters: a targeted projection W [out, in] computes with W + s B A,
@@ -156,8 +157,8 @@ func AddLoRA(p *Params, l LoRA, seed uint64) error {
 			for j := range a {
 				a[j] = (2*rng.Float64() - 1) * bound
 			}
-			p.T[LoRAName(i, m.suffix, "A")] = FromFloat64(p.DType, a, l.Rank, in)
-			p.T[LoRAName(i, m.suffix, "B")] = NewZeros(p.DType, out, l.Rank)
+			p.T[LoRAName(i, m.suffix, "A")] = host.FromFloat64(p.DType, a, l.Rank, in)
+			p.T[LoRAName(i, m.suffix, "B")] = host.NewZeros(p.DType, out, l.Rank)
 		}
 	}
 	return nil
@@ -217,9 +218,9 @@ func MergeLoRA(p *Params) (*Params, error) {
 				continue
 			}
 			name := LayerParam(i, m.suffix)
-			w := ToFloat64(p.T[name])
-			a := ToFloat64(p.T[LoRAName(i, m.suffix, "A")])
-			b := ToFloat64(p.T[LoRAName(i, m.suffix, "B")])
+			w := host.ToFloat64(p.T[name])
+			a := host.ToFloat64(p.T[LoRAName(i, m.suffix, "A")])
+			b := host.ToFloat64(p.T[LoRAName(i, m.suffix, "B")])
 			dims := p.T[name].Shape().Dimensions
 			rows, cols := dims[0], dims[1]
 			for o := range rows {
@@ -234,7 +235,7 @@ func MergeLoRA(p *Params) (*Params, error) {
 					}
 				}
 			}
-			out.T[name] = FromFloat64(p.DType, w, rows, cols)
+			out.T[name] = host.FromFloat64(p.DType, w, rows, cols)
 		}
 	}
 	return out, nil

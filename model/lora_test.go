@@ -12,6 +12,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -29,7 +30,7 @@ func loraParams(t *testing.T, tied bool, l model.LoRA) *model.Params {
 			for i := range v {
 				v[i] = rng.NormFloat64() * 0.3
 			}
-			p.T[n] = model.FromFloat64(p.DType, v, p.T[n].Shape().Dimensions...)
+			p.T[n] = host.FromFloat64(p.DType, v, p.T[n].Shape().Dimensions...)
 		}
 	}
 	return p
@@ -54,7 +55,7 @@ func TestMergedExportLogits(t *testing.T) {
 			t.Fatal(err)
 		}
 		tokens := []int32{1, 7, 3, 3, 10, 0, 5, 2, 9, 4, 4}
-		trained := model.ToFloat64(forwardWith(t, pieces, p, tokens, func(i int) (model.LayerWeights, error) { return lp.Layer(p, i) }))
+		trained := host.ToFloat64(forwardWith(t, pieces, p, tokens, func(i int) (model.LayerWeights, error) { return lp.Layer(p, i) }))
 
 		merged, err := model.MergeLoRA(p)
 		if err != nil {
@@ -79,7 +80,7 @@ func TestMergedExportLogits(t *testing.T) {
 			if q.LoRA != nil {
 				t.Fatalf("LoadInference(%s) kept the adapters apart", dir)
 			}
-			got := model.ToFloat64(forwardLogits(t, pieces, q, tokens))
+			got := host.ToFloat64(forwardLogits(t, pieces, q, tokens))
 			e := maxRel(got, trained)
 			if e > 1e-5 {
 				t.Errorf("tied %v, %s: logits differ from the trained model's by %.3g (relative), want <= 1e-5", tied, filepath.Base(dir), e)
@@ -90,7 +91,7 @@ func TestMergedExportLogits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e := maxRel(model.ToFloat64(forwardLogits(t, pieces, base, tokens)), trained); e < 1e-3 {
+		if e := maxRel(host.ToFloat64(forwardLogits(t, pieces, base, tokens)), trained); e < 1e-3 {
 			t.Errorf("the adapters change the logits by only %.3g: the test would not see a lost adapter", e)
 		}
 	}
@@ -186,7 +187,7 @@ func TestPEFTFolder(t *testing.T) {
 		t.Errorf("read back adapters %+v", q.LoRA)
 	}
 	for _, n := range p.Trainable() {
-		if !slices.Equal(model.ToFloat64(q.T[n]), model.ToFloat64(p.T[n])) {
+		if !slices.Equal(host.ToFloat64(q.T[n]), host.ToFloat64(p.T[n])) {
 			t.Errorf("%s differs after the round trip", n)
 		}
 	}

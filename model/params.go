@@ -8,6 +8,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/torusml/torus/host"
 )
 
 // Params holds every parameter of a model as a host tensor, by Hugging Face name.
@@ -77,37 +78,7 @@ func Init(cfg Config, dtype dtypes.DType, std float64, seed uint64) (*Params, er
 				vals[i] = rng.NormFloat64() * s
 			}
 		}
-		p.T[name] = FromFloat64(dtype, vals, shape...)
+		p.T[name] = host.FromFloat64(dtype, vals, shape...)
 	}
 	return p, nil
-}
-
-// FromFloat64 makes a host tensor of the given dtype from float64 values.
-func FromFloat64(dtype dtypes.DType, vals []float64, shape ...int) *tensors.Tensor {
-	if dtype == dtypes.Float64 {
-		return tensors.FromFlatDataAndDimensions(vals, shape...)
-	}
-	f := make([]float32, len(vals))
-	for i, v := range vals {
-		f[i] = float32(v)
-	}
-	return tensors.FromFlatDataAndDimensions(f, shape...)
-}
-
-// ToFloat64 copies any float tensor's values into float64.
-func ToFloat64(t *tensors.Tensor) []float64 {
-	out := make([]float64, t.Size())
-	t.MustConstFlatData(func(flat any) {
-		switch v := flat.(type) {
-		case []float64:
-			copy(out, v)
-		case []float32:
-			for i, x := range v {
-				out[i] = float64(x)
-			}
-		default:
-			panic(fmt.Sprintf("model: ToFloat64 of %s", t.DType()))
-		}
-	})
-	return out
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/torusml/torus/host"
 )
 
 // Rotary embedding and its scaling for longer contexts, as Hugging Face's
@@ -235,5 +236,5 @@ func RopeTablesFor(c Config, dtype dtypes.DType, pos []int32, seqLen int) (cos, 
 			sv[i*hd+j], sv[i*hd+j+half] = s, s
 		}
 	}
-	return FromFloat64(dtype, cv, len(pos), hd), FromFloat64(dtype, sv, len(pos), hd)
+	return host.FromFloat64(dtype, cv, len(pos), hd), host.FromFloat64(dtype, sv, len(pos), hd)
 }

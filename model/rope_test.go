@@ -8,6 +8,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -99,7 +100,7 @@ func TestRopeTablesFor(t *testing.T) {
 			if d := cos.Shape().Dimensions; !slices.Equal(d, []int{len(pos), 8}) {
 				t.Fatalf("cos %v, want [%d 8]", d, len(pos))
 			}
-			cv, sv := model.ToFloat64(cos), model.ToFloat64(sin)
+			cv, sv := host.ToFloat64(cos), host.ToFloat64(sin)
 			for i, p := range pos {
 				for j := range 8 {
 					a := float64(p) * f[j%4]
@@ -111,13 +112,13 @@ func TestRopeTablesFor(t *testing.T) {
 			// Two workers' halves, each told the whole length, give the same rows.
 			c1, _ := model.RopeTablesFor(c, dtypes.Float64, pos[:3], seqLen)
 			c2, _ := model.RopeTablesFor(c, dtypes.Float64, pos[3:], seqLen)
-			if !slices.Equal(append(model.ToFloat64(c1), model.ToFloat64(c2)...), cv) {
+			if !slices.Equal(append(host.ToFloat64(c1), host.ToFloat64(c2)...), cv) {
 				t.Error("split tables differ from the whole sequence's")
 			}
 			// RopeTables takes the length from the positions: 41 here.
 			c3, _ := model.RopeTables(c, dtypes.Float64, pos)
 			c4, _ := model.RopeTablesFor(c, dtypes.Float64, pos, 41)
-			if !slices.Equal(model.ToFloat64(c3), model.ToFloat64(c4)) {
+			if !slices.Equal(host.ToFloat64(c3), host.ToFloat64(c4)) {
 				t.Error("RopeTables differs from RopeTablesFor with max(pos)+1")
 			}
 		})
@@ -126,7 +127,7 @@ func TestRopeTablesFor(t *testing.T) {
 	// a worker told only its own share would differ.
 	a, _ := model.RopeTablesFor(dynamic, dtypes.Float64, pos, 64)
 	b, _ := model.RopeTablesFor(dynamic, dtypes.Float64, pos, 41)
-	if slices.Equal(model.ToFloat64(a), model.ToFloat64(b)) {
+	if slices.Equal(host.ToFloat64(a), host.ToFloat64(b)) {
 		t.Error("dynamic tables do not depend on the sequence length")
 	}
 }

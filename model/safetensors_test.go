@@ -16,6 +16,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	st "github.com/nlpodyssey/safetensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -60,10 +61,10 @@ func TestReadSafetensorsValid(t *testing.T) {
 	if meta["format"] != "pt" || len(meta) != 1 {
 		t.Errorf("metadata = %v", meta)
 	}
-	if got := model.ToFloat64(ts["a"]); fmt.Sprint(got) != "[1 2 3 4]" || fmt.Sprint(ts["a"].Shape().Dimensions) != "[2 2]" {
+	if got := host.ToFloat64(ts["a"]); fmt.Sprint(got) != "[1 2 3 4]" || fmt.Sprint(ts["a"].Shape().Dimensions) != "[2 2]" {
 		t.Errorf("a = %v %v", ts["a"].Shape(), got)
 	}
-	if got := model.ToFloat64(ts["b"]); fmt.Sprint(got) != "[5 6 7]" {
+	if got := host.ToFloat64(ts["b"]); fmt.Sprint(got) != "[5 6 7]" {
 		t.Errorf("b = %v", got)
 	}
 }
@@ -114,7 +115,7 @@ func TestSafetensorsRoundTripKeepsDTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wide["bf16"].DType() != dtypes.Float32 || fmt.Sprint(model.ToFloat64(wide["bf16"])) != "[1 -0.5 3]" {
+	if wide["bf16"].DType() != dtypes.Float32 || fmt.Sprint(host.ToFloat64(wide["bf16"])) != "[1 -0.5 3]" {
 		t.Errorf("bf16 widened to %v", wide["bf16"])
 	}
 	if wide["f64"].DType() != dtypes.Float64 || wide["i64"].DType() != dtypes.Int64 {
@@ -181,7 +182,7 @@ func TestWriteSafetensorsConverts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, g := range model.ToFloat64(got["x"]) {
+			for i, g := range host.ToFloat64(got["x"]) {
 				want := float64(vals[i])
 				if d := math.Abs(g - want); d > c.relTol*math.Abs(want)+c.absTol {
 					t.Errorf("x[%d] = %g, want %g (diff %g)", i, g, want, d)

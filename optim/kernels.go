@@ -87,7 +87,7 @@ func NewKernels(backend compute.Backend) (*Kernels, error) {
 	k.scale = mk("Scale", maxShapes, func(in []*graph.Node) []*graph.Node {
 		return []*graph.Node{graph.ConvertDType(graph.Mul(graph.ConvertDType(in[1], dtypes.Float64), in[0]), in[1].DType())}
 	})
-	// As model.AddInto: in the tensors' own dtype.
+	// As host.AddInto: in the tensors' own dtype.
 	k.add = mk("Accumulate", maxShapes, func(in []*graph.Node) []*graph.Node { return []*graph.Node{graph.Add(in[0], in[1])} })
 	if err != nil {
 		return nil, err
@@ -257,7 +257,7 @@ func (k *Kernels) Scale(f float64, ts []*tensors.Tensor) error {
 }
 
 // Accumulate returns dst+src (same shape and dtype), added in their dtype as
-// model.AddInto does. dst is donated: on a device the sum is written into its
+// host.AddInto does. dst is donated: on a device the sum is written into its
 // buffer and stays there; src is only read.
 func (k *Kernels) Accumulate(dst, src *tensors.Tensor) (*tensors.Tensor, error) {
 	if err := sameShape("accumulate", dst, src); err != nil {

@@ -119,7 +119,7 @@ func TestKernelsAccumulate(t *testing.T) {
 			for micro := range 4 { // accumulation over micro-batches
 				src := randVec(rng, tc.dtype, n)
 				for i := range acc.F32 {
-					acc.F32[i] += src.F32[i] // float32 sum, as model.AddInto
+					acc.F32[i] += src.F32[i] // float32 sum, as host.AddInto
 				}
 				for i := range acc.F64 {
 					acc.F64[i] += src.F64[i]

@@ -10,6 +10,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -44,7 +45,7 @@ type kvMsg struct {
 }
 
 func newKV(k, v *tensors.Tensor, tok model.Tokens) kvMsg {
-	return kvMsg{k: k, v: v, tok: tok, pos: model.Int32s(tok.Pos), doc: model.Int32s(tok.Doc)}
+	return kvMsg{k: k, v: v, tok: tok, pos: host.Int32s(tok.Pos), doc: host.Int32s(tok.Doc)}
 }
 
 func (r *RingAttention) tag(kind string, step int) string {
@@ -157,13 +158,13 @@ func (r *RingAttention) begin(ctx context.Context, backward bool, tok model.Toke
 	me := r.T.Rank()
 	c.give = r.Balance.rowsToGive(c.n, backward, blockWork(tok, r.Attn.BlockQ), r.Attn.BlockQ, r.Mesh.RingNext(me) == r.Mesh.RingPrev(me))
 	tag := r.tag("give", 0)
-	c.send(r.sendNext(ctx, tag, []*tensors.Tensor{model.Int32s([]int32{int32(c.give)})}))
+	c.send(r.sendNext(ctx, tag, []*tensors.Tensor{host.Int32s([]int32{int32(c.give)})}))
 	c.header = r.recvPrev(ctx, tag, []Spec{{DType: "int32", Shape: []int{1}}})
 	next, tag, bal := r.Mesh.RingNext(me), r.tag("pace", 0), r.Balance
 	go func() { // whenever it comes: the balancer acts on it at a later call
 		ts, err := r.T.Recv(ctx, next, tag, Spec{DType: "float64", Shape: []int{2}})
 		if err == nil {
-			p := model.ToFloat64(ts[0])
+			p := host.ToFloat64(ts[0])
 			bal.report(c.n, backward, pace{busy: p[0], work: p[1]})
 		}
 	}()
@@ -197,7 +198,7 @@ func (r *RingAttention) end(ctx context.Context, c *ringCall) error {
 	}
 	busy := (time.Since(c.start) - time.Duration(r.waited.Load())).Seconds()
 	p := r.Balance.record(c.n, c.backward, busy)
-	rep := model.FromFloat64(dtypes.Float64, []float64{p.busy, p.work}, 2)
+	rep := host.FromFloat64(dtypes.Float64, []float64{p.busy, p.work}, 2)
 	if err := r.T.Send(ctx, r.Mesh.RingPrev(r.T.Rank()), r.tag("pace", 0), rep); err != nil {
 		return fmt.Errorf("ring attention: send %s: %w", r.tag("pace", 0), err)
 	}
@@ -209,16 +210,16 @@ func rowsOf(t *tensors.Tensor, lo, hi int) *tensors.Tensor {
 	if lo == 0 && hi == t.Shape().Dimensions[0] {
 		return t
 	}
-	return model.SliceRows(t, lo, hi)
+	return host.SliceRows(t, lo, hi)
 }
 
 // joinRows is a's rows, then b's.
 func joinRows(a, b *tensors.Tensor) *tensors.Tensor {
 	d := a.Shape().Dimensions
 	dims := append([]int{d[0] + b.Shape().Dimensions[0]}, d[1:]...)
-	out := model.NewZeros(a.DType(), dims...)
-	model.SetRows(out, 0, a)
-	model.SetRows(out, d[0], b)
+	out := host.NewZeros(a.DType(), dims...)
+	host.SetRows(out, 0, a)
+	host.SetRows(out, d[0], b)
 	return out
 }
 
@@ -268,7 +269,7 @@ func (r *RingAttention) Forward(ctx context.Context, q, k, v *tensors.Tensor, to
 	c := r.begin(ctx, false, tok)
 	cut := c.give // rows [0, cut) go to the next rank
 	if cut > 0 {
-		c.send(r.sendNext(ctx, r.tag("fq", 0), []*tensors.Tensor{rowsOf(q, 0, cut), model.Int32s(tok.Pos[:cut]), model.Int32s(tok.Doc[:cut])}))
+		c.send(r.sendNext(ctx, r.tag("fq", 0), []*tensors.Tensor{rowsOf(q, 0, cut), host.Int32s(tok.Pos[:cut]), host.Int32s(tok.Doc[:cut])}))
 	}
 	f, err := r.Attn.Begin(rowsOf(q, cut, lw), tok.Slice(cut, lw))
 	if err != nil {
@@ -364,7 +365,7 @@ func (r *RingAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, t
 	cut := c.give // rows [0, cut) go to the next rank
 	if cut > 0 {
 		c.send(r.sendNext(ctx, r.tag("bq", 0), []*tensors.Tensor{rowsOf(q, 0, cut), rowsOf(o, 0, cut), rowsOf(lse, 0, cut),
-			rowsOf(do, 0, cut), model.Int32s(tok.Pos[:cut]), model.Int32s(tok.Doc[:cut])}))
+			rowsOf(do, 0, cut), host.Int32s(tok.Pos[:cut]), host.Int32s(tok.Doc[:cut])}))
 	}
 	bw, err := r.Attn.BeginBackward(rowsOf(q, cut, lw), tok.Slice(cut, lw), rowsOf(o, cut, lw), rowsOf(lse, cut, lw), rowsOf(do, cut, lw))
 	if err != nil {
@@ -419,8 +420,8 @@ func (r *RingAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, t
 		case c.give > 0: // the next rank adds the given blocks' partials in between
 			out = append(out, before...)
 		case before != nil:
-			model.AddInto(dkb, before[0])
-			model.AddInto(dvb, before[1])
+			host.AddInto(dkb, before[0])
+			host.AddInto(dvb, before[1])
 		}
 		tag := r.tag("dkv", s)
 		c.send(r.sendNext(ctx, tag, out))
@@ -482,8 +483,8 @@ func sumBefore(msg []*tensors.Tensor, given *model.GradParts) []*tensors.Tensor 
 	}
 	dk, dv := given.SumOnto(msg[0], msg[1])
 	if len(msg) == 4 {
-		model.AddInto(dk, msg[2])
-		model.AddInto(dv, msg[3])
+		host.AddInto(dk, msg[2])
+		host.AddInto(dv, msg[3])
 	}
 	return []*tensors.Tensor{dk, dv}
 }

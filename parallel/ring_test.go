@@ -13,6 +13,7 @@ import (
 	"github.com/gomlx/compute/gobackend"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/parallel"
 )
@@ -87,7 +88,7 @@ func runRing(t *testing.T, sp int, dtype dtypes.DType, bal func(rank int) *paral
 				for _, i := range idx {
 					v = append(v, g[i*width:(i+1)*width]...)
 				}
-				return model.FromFloat64(dtype, v, append([]int{len(idx)}, dims...)...)
+				return host.FromFloat64(dtype, v, append([]int{len(idx)}, dims...)...)
 			}
 			var tok model.Tokens
 			for _, i := range idx {
@@ -189,17 +190,17 @@ func TestRingBalanceRejectsBadOffer(t *testing.T) {
 	for i := range tok.Pos {
 		tok.Pos[i] = int32(i)
 	}
-	zeros := func(dims ...int) *tensors.Tensor { return model.NewZeros(dtypes.Float32, dims...) }
+	zeros := func(dims ...int) *tensors.Tensor { return host.NewZeros(dtypes.Float32, dims...) }
 	for _, rows := range []int32{lw, lw + 5, -4, 3} {
 		t.Run(fmt.Sprint(rows), func(t *testing.T) {
 			ts := parallel.NewLocal(2)
 			defer closeAll(ts)
 			ctx := context.Background()
 			// Rank 1 plays a peer that offers rows, then sends its keys and values.
-			if err := ts[1].Send(ctx, 0, "ring/1/give/0", model.Int32s([]int32{rows})); err != nil {
+			if err := ts[1].Send(ctx, 0, "ring/1/give/0", host.Int32s([]int32{rows})); err != nil {
 				t.Fatal(err)
 			}
-			if err := ts[1].Send(ctx, 0, "ring/1/kv/0", zeros(lw, 2, 4), zeros(lw, 2, 4), model.Int32s(tok.Pos), model.Int32s(tok.Doc)); err != nil {
+			if err := ts[1].Send(ctx, 0, "ring/1/kv/0", zeros(lw, 2, 4), zeros(lw, 2, 4), host.Int32s(tok.Pos), host.Int32s(tok.Doc)); err != nil {
 				t.Fatal(err)
 			}
 			ra := &parallel.RingAttention{Attn: &model.BlockAttention{P: pieces, BlockQ: 4, BlockK: 4}, T: ts[0],

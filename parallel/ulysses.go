@@ -7,6 +7,7 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -62,17 +63,17 @@ func (u *Ulysses) scatterHeads(t *tensors.Tensor, heads, w int) []*tensors.Tenso
 	out := make([]*tensors.Tensor, u.Mesh.SP)
 	for j := range out {
 		c0, c1 := headCols(j, heads, u.Mesh.SP, w)
-		out[j] = model.SliceCols(t, c0, c1, lw, heads/u.Mesh.SP, w)
+		out[j] = host.SliceCols(t, c0, c1, lw, heads/u.Mesh.SP, w)
 	}
 	return out
 }
 
 // gatherHeads puts parts[j] ([Lw, heads/sp * w]) at head group j of a [Lw, dims...] tensor.
 func (u *Ulysses) gatherHeads(parts []*tensors.Tensor, heads, w int, dims ...int) *tensors.Tensor {
-	out := model.NewZeros(parts[0].DType(), dims...)
+	out := host.NewZeros(parts[0].DType(), dims...)
 	for j, p := range parts {
 		c0, _ := headCols(j, heads, u.Mesh.SP, w)
-		model.SetCols(out, c0, p)
+		host.SetCols(out, c0, p)
 	}
 	return out
 }
@@ -82,7 +83,7 @@ func splitRows(t *tensors.Tensor, n int) []*tensors.Tensor {
 	lw := t.Shape().Dimensions[0] / n
 	out := make([]*tensors.Tensor, n)
 	for i := range out {
-		out[i] = model.SliceRows(t, i*lw, (i+1)*lw)
+		out[i] = host.SliceRows(t, i*lw, (i+1)*lw)
 	}
 	return out
 }
@@ -98,13 +99,13 @@ func (u *Ulysses) toHeads(ctx context.Context, tag string, q, k, v *tensors.Tens
 	hd, sp := c.HeadDimension(), u.Mesh.SP
 	H, KH := c.Heads*sp, c.KVHeads*sp
 	qs, ks, vs := u.scatterHeads(q, H, hd), u.scatterHeads(k, KH, hd), u.scatterHeads(v, KH, hd)
-	pos, doc := model.Int32s(tok.Pos), model.Int32s(tok.Doc)
+	pos, doc := host.Int32s(tok.Pos), host.Int32s(tok.Doc)
 	parts := make([][]*tensors.Tensor, sp)
 	for j := range parts {
 		parts[j] = []*tensors.Tensor{qs[j], ks[j], vs[j], pos, doc}
 		for _, e := range extra { // [Lw, H*w] tensors cut by query head group
 			w := e.Shape().Dimensions[1] / H
-			parts[j] = append(parts[j], model.SliceCols(e, j*(H/sp)*w, (j+1)*(H/sp)*w, e.Shape().Dimensions[0], (H/sp)*w))
+			parts[j] = append(parts[j], host.SliceCols(e, j*(H/sp)*w, (j+1)*(H/sp)*w, e.Shape().Dimensions[0], (H/sp)*w))
 		}
 	}
 	got, err := u.allToAll(ctx, tag, parts)
@@ -118,7 +119,7 @@ func (u *Ulysses) toHeads(ctx context.Context, tag string, q, k, v *tensors.Tens
 		g.tok.Pos = append(g.tok.Pos, tensors.MustCopyFlatData[int32](ts[3])...)
 		g.tok.Doc = append(g.tok.Doc, tensors.MustCopyFlatData[int32](ts[4])...)
 	}
-	g.q, g.k, g.v = model.ConcatRows(qq...), model.ConcatRows(kk...), model.ConcatRows(vv...)
+	g.q, g.k, g.v = host.ConcatRows(qq...), host.ConcatRows(kk...), host.ConcatRows(vv...)
 	return g, got, nil
 }
 
@@ -138,7 +139,7 @@ func (u *Ulysses) Forward(ctx context.Context, q, k, v *tensors.Tensor, tok mode
 	os, ls := splitRows(og, sp), splitRows(lseg, sp)
 	parts := make([][]*tensors.Tensor, sp)
 	for i := range parts {
-		parts[i] = []*tensors.Tensor{os[i], model.ReshapeCopy(ls[i], ls[i].Shape().Dimensions[0], ls[i].Size()/ls[i].Shape().Dimensions[0])}
+		parts[i] = []*tensors.Tensor{os[i], host.ReshapeCopy(ls[i], ls[i].Shape().Dimensions[0], ls[i].Size()/ls[i].Shape().Dimensions[0])}
 	}
 	got, err := u.allToAll(ctx, fmt.Sprintf("ulysses/%d/out", u.n), parts)
 	if err != nil {
@@ -169,7 +170,7 @@ func (u *Ulysses) Backward(ctx context.Context, q, k, v *tensors.Tensor, tok mod
 	sp := u.Mesh.SP
 	H, KH, hd := c.Heads*sp, c.KVHeads*sp, c.HeadDimension()
 	lw := tok.Len()
-	lse2 := model.ReshapeCopy(lse, lw, KH*(H/KH)) // [Lw, H]: cut like a [Lw, H*1] tensor
+	lse2 := host.ReshapeCopy(lse, lw, KH*(H/KH)) // [Lw, H]: cut like a [Lw, H*1] tensor
 	g, got, err := u.toHeads(ctx, fmt.Sprintf("ulysses/%d/bin", u.n), q, k, v, tok, o, do, lse2)
 	if err != nil {
 		return nil, nil, nil, err
@@ -179,8 +180,8 @@ func (u *Ulysses) Backward(ctx context.Context, q, k, v *tensors.Tensor, tok mod
 		oo, dd, ll = append(oo, ts[5]), append(dd, ts[6]), append(ll, ts[7])
 	}
 	L := g.tok.Len()
-	og, dog := model.ConcatRows(oo...), model.ConcatRows(dd...)
-	lseg := model.ReshapeCopy(model.ConcatRows(ll...), L, c.KVHeads, c.Heads/c.KVHeads)
+	og, dog := host.ConcatRows(oo...), host.ConcatRows(dd...)
+	lseg := host.ReshapeCopy(host.ConcatRows(ll...), L, c.KVHeads, c.Heads/c.KVHeads)
 	dqg, dkg, dvg, err := u.local.Backward(ctx, g.q, g.k, g.v, g.tok, og, lseg, dog)
 	if err != nil {
 		return nil, nil, nil, err

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/trainer"
 )
@@ -53,7 +54,7 @@ func TestDeviceResidentFollowsHost(t *testing.T) {
 				}
 				w := map[string][]float64{}
 				for name, p := range tr.Params.T {
-					w[name] = model.ToFloat64(p)
+					w[name] = host.ToFloat64(p)
 				}
 				return losses, w
 			}

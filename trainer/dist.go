@@ -8,6 +8,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/parallel"
 )
@@ -157,7 +158,7 @@ func (r *reducer) finish(loss float64) (float64, error) {
 	if !r.active() {
 		return loss, nil
 	}
-	lossT := model.ReshapeCopy(model.NewScalar(r.t.Params.DType, loss), 1)
+	lossT := host.ReshapeCopy(host.NewScalar(r.t.Params.DType, loss), 1)
 	var ts []*tensors.Tensor
 	for _, name := range r.t.otherParams {
 		ts = append(ts, r.t.grads[name])
@@ -174,7 +175,7 @@ func (r *reducer) finish(loss float64) (float64, error) {
 	if first != nil {
 		return 0, fmt.Errorf("gradient all-reduce: %w", first)
 	}
-	return model.ToFloat64(lossT)[0], nil
+	return host.ToFloat64(lossT)[0], nil
 }
 
 // abandon stops buckets in flight after a failed step.

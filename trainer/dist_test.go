@@ -14,6 +14,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
 	"github.com/torusml/torus/parallel"
@@ -91,7 +92,7 @@ func runBalanced(t *testing.T, cfg trainer.Config, ts []parallel.Transport, stra
 			}
 			g := map[string][]float64{}
 			for name, x := range tr.Grads() {
-				g[name] = model.ToFloat64(x)
+				g[name] = host.ToFloat64(x)
 			}
 			out[r] = result{loss, g}
 		}()

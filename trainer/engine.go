@@ -7,6 +7,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
 )
@@ -60,7 +61,7 @@ func NewGrads(p *model.Params) Grads {
 	g := Grads{}
 	for _, name := range p.Trainable() {
 		t := p.Get(name)
-		g[name] = model.NewZeros(t.DType(), t.Shape().Dimensions...)
+		g[name] = host.NewZeros(t.DType(), t.Shape().Dimensions...)
 	}
 	return g
 }
@@ -68,7 +69,7 @@ func NewGrads(p *model.Params) Grads {
 // Zero resets every accumulator in place (reusing the memory: fresh pages are slow here).
 func (g Grads) Zero() {
 	for _, t := range g {
-		model.Fill(t, 0)
+		host.Fill(t, 0)
 	}
 }
 
@@ -85,7 +86,7 @@ func (g Grads) Reset() {
 func (e *Engine) add(g Grads, name string, t *tensors.Tensor) error {
 	switch {
 	case e.Device == nil:
-		model.AddInto(g[name], t)
+		host.AddInto(g[name], t)
 	case g[name] == nil:
 		g[name] = t
 	default:
@@ -110,7 +111,7 @@ func (e *Engine) addAll(g Grads, ts map[string]*tensors.Tensor) error {
 // sum returns a + b, reusing a's memory.
 func (e *Engine) sum(a, b *tensors.Tensor) (*tensors.Tensor, error) {
 	if e.Device == nil {
-		model.AddInto(a, b)
+		host.AddInto(a, b)
 		return a, nil
 	}
 	return e.Device.Accumulate(a, b)
@@ -120,7 +121,7 @@ func (e *Engine) sum(a, b *tensors.Tensor) (*tensors.Tensor, error) {
 func (e *Engine) embed(bt batchTensors, tokens []int32) (*tensors.Tensor, error) {
 	table := e.Params.Get(embedName)
 	if e.Device == nil {
-		return model.Embed(table, tokens), nil
+		return host.GatherRows(table, tokens), nil
 	}
 	return e.Pieces.EmbedOnDevice(table, bt.tokens)
 }
@@ -152,12 +153,12 @@ func (e *Engine) prepare(b data.Batch) (batchTensors, error) {
 		w[i] = float64(x)
 	}
 	return batchTensors{
-		tokens:  model.Int32s(b.Tokens),
+		tokens:  host.Int32s(b.Tokens),
 		tok:     model.Tokens{Pos: b.Pos, Doc: b.Doc},
 		cos:     cos,
 		sin:     sin,
-		targets: model.Int32s(b.Targets),
-		weight:  model.FromFloat64(dt, w, n),
+		targets: host.Int32s(b.Targets),
+		weight:  host.FromFloat64(dt, w, n),
 	}, nil
 }
 
@@ -242,7 +243,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 	}
 	if g, ok := grads[embedName]; ok { // frozen under LoRA unless lora.trainable has embed
 		if e.Device == nil {
-			model.EmbedGrad(g, b.Tokens, dh)
+			host.ScatterAddRows(g, b.Tokens, dh)
 		} else if grads[embedName], err = e.Pieces.EmbedGradOnDevice(g, p.Get(embedName), bt.tokens, dh); err != nil {
 			return 0, fmt.Errorf("trainer: embedding gradient: %w", err)
 		}
@@ -253,7 +254,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b data.Batch, scale float6
 // headBackward runs the head's VJP: the loss, dh, and the head's gradients added into grads.
 func (e *Engine) headBackward(h *tensors.Tensor, bt batchTensors, scale float64, grads Grads) (float64, *tensors.Tensor, error) {
 	p := e.Params
-	sc := model.NewScalar(p.DType, scale)
+	sc := host.NewScalar(p.DType, scale)
 	if e.LoRA != nil {
 		loss, dh, gs, err := e.LoRA.HeadVJP(p, h, bt.targets, bt.weight, sc)
 		if err != nil {
@@ -262,7 +263,7 @@ func (e *Engine) headBackward(h *tensors.Tensor, bt batchTensors, scale float64,
 		if err := e.addAll(grads, gs); err != nil {
 			return 0, nil, err
 		}
-		return model.ScalarValue(loss), dh, nil
+		return host.ScalarValue(loss), dh, nil
 	}
 	head, err := e.Pieces.HeadVJP(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, sc)
 	if err != nil {
@@ -274,7 +275,7 @@ func (e *Engine) headBackward(h *tensors.Tensor, bt batchTensors, scale float64,
 	if err := e.add(grads, outputName(p.Config), head.Out); err != nil {
 		return 0, nil, err
 	}
-	return model.ScalarValue(head.Loss), head.H, nil
+	return host.ScalarValue(head.Loss), head.H, nil
 }
 
 // layerBackward recomputes layer l from what was saved of it (its input h, and
@@ -383,11 +384,11 @@ func (e *Engine) Loss(ctx context.Context, b data.Batch, scale float64) (float64
 			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
 		}
 	}
-	loss, err := e.Pieces.HeadLoss(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, model.NewScalar(p.DType, scale))
+	loss, err := e.Pieces.HeadLoss(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, host.NewScalar(p.DType, scale))
 	if err != nil {
 		return 0, fmt.Errorf("trainer: head: %w", err)
 	}
-	return model.ScalarValue(loss), nil
+	return host.ScalarValue(loss), nil
 }
 
 const (

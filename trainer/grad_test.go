@@ -13,6 +13,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/trainer"
 )
@@ -178,7 +179,7 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 			names := cfg.ParamNames()
 			params := &model.Params{Config: cfg, DType: tc.dtype, T: map[string]*tensors.Tensor{}}
 			for _, n := range names {
-				params.T[n] = model.FromFloat64(tc.dtype, model.ToFloat64(ref64.T[n]), ref64.T[n].Shape().Dimensions...)
+				params.T[n] = host.FromFloat64(tc.dtype, host.ToFloat64(ref64.T[n]), ref64.T[n].Shape().Dimensions...)
 			}
 			pieces, err := model.NewPieces(backend, cfg)
 			if err != nil {
@@ -224,17 +225,17 @@ func checkReference(t *testing.T, ref *Exec, ref64 *model.Params, inputs []strin
 	for _, n := range inputs {
 		args = append(args, ref64.T[n])
 	}
-	args = append(args, model.Int32s(b.Tokens), model.Int32s(b.Targets), tensors.FromFlatDataAndDimensions(w, len(w)), mask, cos, sin)
+	args = append(args, host.Int32s(b.Tokens), host.Int32s(b.Targets), tensors.FromFlatDataAndDimensions(w, len(w)), mask, cos, sin)
 	want, err := ref.Exec(args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := math.Abs(loss-model.ScalarValue(want[0])) / model.ScalarValue(want[0]); e > tol {
-		t.Errorf("loss %.12g, reference %.12g: relative error %.3g", loss, model.ScalarValue(want[0]), e)
+	if e := math.Abs(loss-host.ScalarValue(want[0])) / host.ScalarValue(want[0]); e > tol {
+		t.Errorf("loss %.12g, reference %.12g: relative error %.3g", loss, host.ScalarValue(want[0]), e)
 	}
 	worst := 0.0
 	for i, n := range names {
-		e := relErr(model.ToFloat64(grads[n]), model.ToFloat64(want[i+1]))
+		e := relErr(host.ToFloat64(grads[n]), host.ToFloat64(want[i+1]))
 		worst = max(worst, e)
 		if e > tol || math.IsNaN(e) {
 			t.Errorf("%s: relative error %.3g > %.0e", n, e, tol)

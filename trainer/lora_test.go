@@ -13,6 +13,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/trainer"
 )
@@ -28,7 +29,7 @@ func randomizeB(p *model.Params, seed uint64) {
 			for i := range v {
 				v[i] = rng.NormFloat64() * 0.2
 			}
-			p.T[n] = model.FromFloat64(p.DType, v, t.Shape().Dimensions...)
+			p.T[n] = host.FromFloat64(p.DType, v, t.Shape().Dimensions...)
 		}
 	}
 }
@@ -71,7 +72,7 @@ func TestLoRAGradientsMatchFloat64Reference(t *testing.T) {
 			randomizeB(ref64, 9)
 			params := &model.Params{Config: cfg, DType: tc.dtype, T: map[string]*tensors.Tensor{}, LoRA: ref64.LoRA}
 			for n, v := range ref64.T {
-				params.T[n] = model.FromFloat64(tc.dtype, model.ToFloat64(v), v.Shape().Dimensions...)
+				params.T[n] = host.FromFloat64(tc.dtype, host.ToFloat64(v), v.Shape().Dimensions...)
 			}
 			pieces, err := model.NewPieces(backend, cfg)
 			if err != nil {
@@ -150,7 +151,7 @@ func TestLoRAStateIsAdapterSized(t *testing.T) {
 			before := map[string][]float64{}
 			var adapterScalars, extraScalars, modelScalars int
 			for n, v := range tr.Params.T {
-				before[n] = model.ToFloat64(v)
+				before[n] = host.ToFloat64(v)
 				switch {
 				case strings.Contains(n, ".lora_"):
 					adapterScalars += v.Size()
@@ -176,7 +177,7 @@ func TestLoRAStateIsAdapterSized(t *testing.T) {
 				t.Errorf("gradient buffers %d bytes, want %d", st.Memory.Grads, trainedBytes)
 			}
 			for n, v := range tr.Params.T {
-				now := model.ToFloat64(v)
+				now := host.ToFloat64(v)
 				moved := !slices.Equal(now, before[n])
 				trains := strings.Contains(n, ".lora_") || tc.extra(n)
 				if trains != moved {

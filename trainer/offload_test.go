@@ -13,7 +13,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/trainer"
 )
 
@@ -68,7 +68,7 @@ func someTensors(layer int) []*tensors.Tensor {
 	for i := range v {
 		v[i] = float64(layer*1000 + i)
 	}
-	return []*tensors.Tensor{model.FromFloat64(dtypes.Float32, v, 64, 8), model.FromFloat64(dtypes.Float32, v[:64], 64)}
+	return []*tensors.Tensor{host.FromFloat64(dtypes.Float32, v, 64, 8), host.FromFloat64(dtypes.Float32, v[:64], 64)}
 }
 
 // TestDiskStoreRefusesLostOrChangedFiles: a spill file deleted or changed

@@ -10,7 +10,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 
 	"github.com/torusml/torus/checkpoint"
-	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/parallel"
 	"github.com/torusml/torus/trainer"
 )
@@ -66,7 +66,7 @@ func runLeg(t *testing.T, cfg trainer.Config, l leg) legResult {
 				}
 				out[r].params = map[string][]float64{}
 				for name, p := range tr.Params.T {
-					out[r].params[name] = model.ToFloat64(p)
+					out[r].params[name] = host.ToFloat64(p)
 				}
 				if r == 0 && l.ckptDir != "" {
 					s, err := tr.Snapshot()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/device"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
 )
@@ -334,7 +335,7 @@ func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err
 	for name, g := range t.grads {
 		if g == nil { // a parameter no micro-batch of this worker reached
 			p := t.Params.Get(name)
-			t.grads[name] = model.NewZeros(p.DType(), p.Shape().Dimensions...)
+			t.grads[name] = host.NewZeros(p.DType(), p.Shape().Dimensions...)
 		}
 	}
 	if loss, err = red.finish(loss); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
 
@@ -51,7 +52,7 @@ func TestTrainLoRA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range before.Names() {
-		same := slices.Equal(model.ToFloat64(before.T[n]), model.ToFloat64(frozen.T[n]))
+		same := slices.Equal(host.ToFloat64(before.T[n]), host.ToFloat64(frozen.T[n]))
 		if same == model.IsNorm(n) {
 			t.Errorf("%s: unchanged %v, but norms train and projections are frozen", n, same)
 		}
@@ -82,12 +83,12 @@ func TestTrainLoRA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range merged.Names() {
-		m := model.ToFloat64(merged.T[n])
-		if !slices.Equal(m, model.ToFloat64(final.T[n])) || !slices.Equal(m, model.ToFloat64(viaPEFT.T[n])) {
+		m := host.ToFloat64(merged.T[n])
+		if !slices.Equal(m, host.ToFloat64(final.T[n])) || !slices.Equal(m, host.ToFloat64(viaPEFT.T[n])) {
 			t.Errorf("%s: the hf export, run/final and the checkpoint loaded with its adapter disagree", n)
 		}
 	}
-	if slices.Equal(model.ToFloat64(merged.T["model.layers.0.self_attn.q_proj.weight"]), model.ToFloat64(before.T["model.layers.0.self_attn.q_proj.weight"])) {
+	if slices.Equal(host.ToFloat64(merged.T["model.layers.0.self_attn.q_proj.weight"]), host.ToFloat64(before.T["model.layers.0.self_attn.q_proj.weight"])) {
 		t.Error("the merged q_proj equals the base's: the adapters were not merged")
 	}
 

@@ -1,4 +1,4 @@
-package model
+package host
 
 import (
 	"fmt"
@@ -7,10 +7,6 @@ import (
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/tensors"
 )
-
-// Host-side tensor helpers used by the schedules between graph pieces: row slicing
-// and stitching, accumulation, embedding lookup. Tensors are row-major, so the
-// rows of axis 0 are contiguous and these are plain copies.
 
 type float interface{ float32 | float64 }
 
@@ -72,15 +68,15 @@ func SetRows(dst *tensors.Tensor, start int, src *tensors.Tensor) {
 // (bfloat16 activations and attention operands included).
 func copyBytes(dst, src *tensors.Tensor, fn func(d, s []byte)) {
 	if dst.DType() != src.DType() {
-		panic(fmt.Sprintf("model: dtype mismatch %s vs %s", dst.DType(), src.DType()))
+		panic(fmt.Sprintf("host: dtype mismatch %s vs %s", dst.DType(), src.DType()))
 	}
 	err := src.ConstBytes(func(s []byte) {
 		if err := dst.MutableBytes(func(d []byte) { fn(d, s) }); err != nil {
-			panic(fmt.Sprintf("model: write %s: %v", dst.Shape(), err))
+			panic(fmt.Sprintf("host: write %s: %v", dst.Shape(), err))
 		}
 	})
 	if err != nil {
-		panic(fmt.Sprintf("model: read %s: %v", src.Shape(), err))
+		panic(fmt.Sprintf("host: read %s: %v", src.Shape(), err))
 	}
 }
 
@@ -99,17 +95,17 @@ func AddRows(dst *tensors.Tensor, start int, src *tensors.Tensor) {
 // AddInto: dst += src (same shape).
 func AddInto(dst, src *tensors.Tensor) {
 	if !dst.Shape().Equal(src.Shape()) {
-		panic(fmt.Sprintf("model: AddInto %s += %s", dst.Shape(), src.Shape()))
+		panic(fmt.Sprintf("host: AddInto %s += %s", dst.Shape(), src.Shape()))
 	}
 	AddRows(dst, 0, src)
 }
 
-// Embed: the rows of table [V, D] picked by tokens -> [L, D].
-func Embed(table *tensors.Tensor, tokens []int32) *tensors.Tensor {
+// GatherRows: the rows of table [V, D] picked by idx -> [L, D] (an embedding lookup).
+func GatherRows(table *tensors.Tensor, idx []int32) *tensors.Tensor {
 	d := table.Shape().Dimensions[1]
-	out := NewZeros(table.DType(), len(tokens), d)
+	out := NewZeros(table.DType(), len(idx), d)
 	read2(out, table, func(o32, t32 []float32, o64, t64 []float64) {
-		for i, tok := range tokens {
+		for i, tok := range idx {
 			if o32 != nil {
 				copy(o32[i*d:(i+1)*d], t32[int(tok)*d:])
 			} else {
@@ -120,11 +116,12 @@ func Embed(table *tensors.Tensor, tokens []int32) *tensors.Tensor {
 	return out
 }
 
-// EmbedGrad adds the rows of dh [L, D] into grad [V, D] at the tokens' rows.
-func EmbedGrad(grad *tensors.Tensor, tokens []int32, dh *tensors.Tensor) {
+// ScatterAddRows adds the rows of dh [L, D] into grad [V, D] at the rows idx names
+// (an embedding lookup's gradient).
+func ScatterAddRows(grad *tensors.Tensor, idx []int32, dh *tensors.Tensor) {
 	d := grad.Shape().Dimensions[1]
 	read2(grad, dh, func(g32, h32 []float32, g64, h64 []float64) {
-		for i, tok := range tokens {
+		for i, tok := range idx {
 			if g32 != nil {
 				addInto(g32[int(tok)*d:int(tok+1)*d], h32[i*d:(i+1)*d])
 			} else {
@@ -149,7 +146,7 @@ func mutate(t *tensors.Tensor, fn func(f32 []float32, f64 []float64)) {
 		case []float64:
 			fn(nil, v)
 		default:
-			panic(fmt.Sprintf("model: float tensor expected, got %s", t.DType()))
+			panic(fmt.Sprintf("host: float tensor expected, got %s", t.DType()))
 		}
 	})
 }
@@ -157,7 +154,7 @@ func mutate(t *tensors.Tensor, fn func(f32 []float32, f64 []float64)) {
 // read2 gives write access to dst and read access to src (same dtype).
 func read2(dst, src *tensors.Tensor, fn func(d32, s32 []float32, d64, s64 []float64)) {
 	if dst.DType() != src.DType() {
-		panic(fmt.Sprintf("model: dtype mismatch %s vs %s", dst.DType(), src.DType()))
+		panic(fmt.Sprintf("host: dtype mismatch %s vs %s", dst.DType(), src.DType()))
 	}
 	src.MustConstFlatData(func(sflat any) {
 		mutate(dst, func(d32 []float32, d64 []float64) {
@@ -225,5 +222,42 @@ func ConcatRows(ts ...*tensors.Tensor) *tensors.Tensor {
 		SetRows(out, row, t)
 		row += t.Shape().Dimensions[0]
 	}
+	return out
+}
+
+// FromFloat64 makes a host tensor of the given dtype from float64 values.
+func FromFloat64(dtype dtypes.DType, vals []float64, shape ...int) *tensors.Tensor {
+	if dtype == dtypes.Float64 {
+		return tensors.FromFlatDataAndDimensions(vals, shape...)
+	}
+	f := make([]float32, len(vals))
+	for i, v := range vals {
+		f[i] = float32(v)
+	}
+	return tensors.FromFlatDataAndDimensions(f, shape...)
+}
+
+// ToFloat64 copies any float tensor's values into float64.
+func ToFloat64(t *tensors.Tensor) []float64 {
+	out := make([]float64, t.Size())
+	t.MustConstFlatData(func(flat any) {
+		switch v := flat.(type) {
+		case []float64:
+			copy(out, v)
+		case []float32:
+			for i, x := range v {
+				out[i] = float64(x)
+			}
+		default:
+			panic(fmt.Sprintf("host: ToFloat64 of %s", t.DType()))
+		}
+	})
+	return out
+}
+
+// ReshapeCopy copies t into a tensor of new dimensions (same size).
+func ReshapeCopy(t *tensors.Tensor, dims ...int) *tensors.Tensor {
+	out := NewZeros(t.DType(), dims...)
+	copyBytes(out, t, func(d, s []byte) { copy(d, s) })
 	return out
 }
