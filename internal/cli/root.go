@@ -1,5 +1,3 @@
-// Package cli is torus's command tree (cobra). It is the only place that reads
-// flags and the environment; everything else takes typed values.
 package cli
 
 import (
