@@ -17,6 +17,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/safetensors"
 )
 
 // Latest is the path of the newest complete checkpoint of ckptDir: the one
@@ -209,7 +210,7 @@ func (c *Checkpoint) Load(dtype dtypes.DType) (*model.Params, map[string]*tensor
 	if !slices.ContainsFunc(c.Manifest.Files, func(f FileEntry) bool { return f.Path == OptimFile(0) }) {
 		return p, nil, nil
 	}
-	opt, _, err := model.ReadSafetensorsRaw(filepath.Join(c.Dir, OptimFile(0)))
+	opt, _, err := safetensors.ReadRaw(filepath.Join(c.Dir, OptimFile(0)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("checkpoint %s: %w", c.Dir, err)
 	}

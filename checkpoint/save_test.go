@@ -171,7 +171,7 @@ func TestSaveReplacesLeftoverTmp(t *testing.T) {
 func TestSaveErrorRemovesTmp(t *testing.T) {
 	ckpt := t.TempDir()
 	s := snapshot(t, tinyConfig, 3)
-	s.OptimMeta = map[string]string{"bad": "\xff"} // WriteSafetensors refuses non-UTF-8 metadata, after model.safetensors
+	s.OptimMeta = map[string]string{"bad": "\xff"} // safetensors.WriteTo refuses non-UTF-8 metadata, after model.safetensors
 	_, err := checkpoint.Save(ckpt, s)
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(ckpt, "step-000003.tmp", checkpoint.OptimFile(0))) {
 		t.Fatalf("err %v, want one naming the optimizer file", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/safetensors"
 )
 
 // Save writes s as ckptDir/step-NNNNNN and makes it the one ckptDir/latest names.
@@ -233,7 +234,7 @@ func writeTensors(path string, names []string, ts map[string]*tensors.Tensor, me
 	}
 	cw := &crcWriter{w: f}
 	bw := bufio.NewWriterSize(cw, 1<<20) // tensors larger than this go straight through
-	err = model.WriteSafetensorsTo(bw, path, names, ts, meta, "")
+	err = safetensors.WriteTo(bw, path, names, ts, meta, "")
 	if err == nil {
 		err = bw.Flush()
 	}

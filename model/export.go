@@ -17,6 +17,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/torusml/torus/safetensors"
 )
 
 const (
@@ -88,7 +90,7 @@ func ExportHF(dir string, p *Params, o HFExport) error {
 	meta := map[string]string{"format": "pt"} // transformers refuses safetensors files without it
 	keep := map[string]bool{}
 	for _, s := range shards {
-		if err := WriteSafetensors(filepath.Join(dir, s.file), s.names, p.T, meta, o.DType); err != nil {
+		if err := safetensors.Write(filepath.Join(dir, s.file), s.names, p.T, meta, o.DType); err != nil {
 			return err
 		}
 		keep[s.file] = true
@@ -115,13 +117,9 @@ func planHFExport(p *Params, o *HFExport) (shards []hfShard, index []byte, err e
 		return nil, nil, err
 	}
 	if o.DType == "" {
-		for name, dt := range floatDTypeByName {
-			if dt == p.DType {
-				o.DType = name
-			}
-		}
+		o.DType = safetensors.FloatDTypeName(p.DType)
 	}
-	dt, ok := floatDTypeByName[o.DType]
+	dt, ok := safetensors.FloatDType(o.DType)
 	if !ok {
 		return nil, nil, fmt.Errorf("dtype %q not supported (float32, bfloat16, float16, float64)", o.DType)
 	}
@@ -143,7 +141,7 @@ func planHFExport(p *Params, o *HFExport) (shards []hfShard, index []byte, err e
 		if !slices.Equal(t.Shape().Dimensions, shape) {
 			return nil, nil, fmt.Errorf("tensor %q has shape %v, config wants %v", name, t.Shape().Dimensions, shape)
 		}
-		if !isFloat(t.DType()) {
+		if !safetensors.IsFloat(t.DType()) {
 			return nil, nil, fmt.Errorf("tensor %q is %s, want a float dtype", name, t.DType())
 		}
 		sizes[i] = int64(t.Size()) * int64(dt.Size())
@@ -303,7 +301,7 @@ func pyJSON(v any) ([]byte, error) {
 }
 
 func writeFileAtomic(path string, data []byte) error {
-	return writeAtomic(path, func(w io.Writer) error {
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})

@@ -18,6 +18,8 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/safetensors"
 )
 
 const (
@@ -46,7 +48,7 @@ func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
 	if err != nil {
 		return nil, err
 	}
-	files := make([]*stFile, 0, len(shards))
+	files := make([]*safetensors.File, 0, len(shards))
 	defer func() {
 		for _, f := range files {
 			f.Close()
@@ -57,39 +59,39 @@ func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
 		want[n] = true
 	}
 	type loc struct {
-		f *stFile
-		e stEntry
+		f *safetensors.File
+		e safetensors.Entry
 	}
 	found := map[string]loc{}
 	for _, shard := range shards {
-		f, err := openSafetensors(filepath.Join(dir, shard))
+		f, err := safetensors.Open(filepath.Join(dir, shard))
 		if err != nil {
 			return nil, err
 		}
 		files = append(files, f)
-		for _, e := range f.entries {
-			if prev, ok := found[e.name]; ok {
-				return nil, fmt.Errorf("model: %s: tensor %q is in both %s and %s", dir, e.name, prev.f.path, f.path)
+		for _, e := range f.Entries() {
+			if prev, ok := found[e.Name]; ok {
+				return nil, fmt.Errorf("model: %s: tensor %q is in both %s and %s", dir, e.Name, prev.f.Path(), f.Path())
 			}
-			if listed != nil && listed[e.name] != "" && listed[e.name] != shard {
-				return nil, fmt.Errorf("model: %s: tensor %q is in %s but the index puts it in %s", dir, e.name, shard, listed[e.name])
+			if listed != nil && listed[e.Name] != "" && listed[e.Name] != shard {
+				return nil, fmt.Errorf("model: %s: tensor %q is in %s but the index puts it in %s", dir, e.Name, shard, listed[e.Name])
 			}
-			found[e.name] = loc{f, e}
-			if !want[e.name] {
-				if (cfg.TieEmbeddings && e.name == "lm_head.weight") || hfIgnoredTensor.MatchString(e.name) {
+			found[e.Name] = loc{f, e}
+			if !want[e.Name] {
+				if (cfg.TieEmbeddings && e.Name == "lm_head.weight") || hfIgnoredTensor.MatchString(e.Name) {
 					continue
 				}
-				return nil, fmt.Errorf("model: %s: unexpected tensor %q (shape %v) for this config", f.path, e.name, e.shape)
+				return nil, fmt.Errorf("model: %s: unexpected tensor %q (shape %v) for this config", f.Path(), e.Name, e.Shape)
 			}
-			shape, err := cfg.ParamShape(e.name)
+			shape, err := cfg.ParamShape(e.Name)
 			if err != nil {
-				return nil, fmt.Errorf("model: %s: %w", f.path, err)
+				return nil, fmt.Errorf("model: %s: %w", f.Path(), err)
 			}
-			if !slices.Equal(e.shape, shape) {
-				return nil, fmt.Errorf("model: %s: tensor %q has shape %v, config wants %v", f.path, e.name, e.shape, shape)
+			if !slices.Equal(e.Shape, shape) {
+				return nil, fmt.Errorf("model: %s: tensor %q has shape %v, config wants %v", f.Path(), e.Name, e.Shape, shape)
 			}
-			if !isFloat(e.dtype) {
-				return nil, fmt.Errorf("model: %s: tensor %q is %s, want a float dtype", f.path, e.name, e.dtype)
+			if !safetensors.IsFloat(e.DType) {
+				return nil, fmt.Errorf("model: %s: tensor %q is %s, want a float dtype", f.Path(), e.Name, e.DType)
 			}
 		}
 	}
@@ -107,7 +109,7 @@ func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
 	p := &Params{Config: cfg, DType: dtype, T: make(map[string]*tensors.Tensor, len(want))}
 	for _, name := range cfg.ParamNames() {
 		l := found[name]
-		if p.T[name], err = l.f.read(l.e, dtype); err != nil {
+		if p.T[name], err = l.f.Read(l.e, dtype); err != nil {
 			return nil, err
 		}
 	}
@@ -283,7 +285,7 @@ func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if _, ok := floatDTypeByName[torchDType]; !ok {
+	if _, ok := safetensors.FloatDType(torchDType); !ok {
 		return nil, fmt.Errorf("model: torch_dtype %q not supported (float32, bfloat16, float16, float64)", torchDType)
 	}
 	m := map[string]any{ // encoding/json sorts map keys, as transformers' sort_keys=True does

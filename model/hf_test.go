@@ -14,6 +14,7 @@ import (
 
 	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/safetensors"
 )
 
 func tinyConfig(tied bool) model.Config {
@@ -67,7 +68,7 @@ func TestHFBFloat16Export(t *testing.T) {
 	if err := model.SaveHF(dir, p, "bfloat16"); err != nil {
 		t.Fatal(err)
 	}
-	raw, meta, err := model.ReadSafetensorsRaw(filepath.Join(dir, "model.safetensors"))
+	raw, meta, err := safetensors.ReadRaw(filepath.Join(dir, "model.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func saveWith(t *testing.T, p *model.Params, names []string, ts map[string]*tens
 	if err := model.SaveHF(dir, p, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := model.WriteSafetensors(filepath.Join(dir, "model.safetensors"), names, ts, nil, ""); err != nil {
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), names, ts, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -269,7 +270,7 @@ func TestLoadHFSharded(t *testing.T) {
 	index := map[string]any{"metadata": map[string]any{"total_size": 0}, "weight_map": map[string]string{}}
 	for i, sh := range shards {
 		file := []string{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}[i]
-		if err := model.WriteSafetensors(filepath.Join(dir, file), sh, p.T, map[string]string{"format": "pt"}, "bfloat16"); err != nil {
+		if err := safetensors.Write(filepath.Join(dir, file), sh, p.T, map[string]string{"format": "pt"}, "bfloat16"); err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range sh {

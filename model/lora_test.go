@@ -14,6 +14,7 @@ import (
 
 	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/safetensors"
 )
 
 // loraParams is tinyParams with adapters whose B is not zero (as after training).
@@ -138,7 +139,7 @@ func TestPEFTFolder(t *testing.T) {
 			t.Errorf("adapter_config.json %q = %s, want %s", k, g, mustJSON(t, v))
 		}
 	}
-	infos, _, err := model.SafetensorsHeader(filepath.Join(dir, model.AdapterFile))
+	infos, _, err := safetensors.Header(filepath.Join(dir, model.AdapterFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/safetensors"
 )
 
 // PEFT's adapter folder: adapter_config.json and adapter_model.safetensors,
@@ -103,7 +105,7 @@ func AdapterTensors(p *Params) ([]string, map[string]*tensors.Tensor, error) {
 }
 
 // WritePEFT writes p's adapters into dir as a PEFT folder (adapter_config.json,
-// adapter_model.safetensors), each file atomically; dtype as WriteSafetensors.
+// adapter_model.safetensors), each file atomically; dtype as safetensors.Write.
 func WritePEFT(dir string, p *Params, dropout float64, baseModel, dtype string) error {
 	if p.LoRA == nil {
 		return errors.New("model: the model has no LoRA adapters: export it with --format hf")
@@ -119,7 +121,7 @@ func WritePEFT(dir string, p *Params, dropout float64, baseModel, dtype string) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("model: %w", err)
 	}
-	if err := WriteSafetensors(filepath.Join(dir, AdapterFile), names, ts, map[string]string{"format": "pt"}, dtype); err != nil {
+	if err := safetensors.Write(filepath.Join(dir, AdapterFile), names, ts, map[string]string{"format": "pt"}, dtype); err != nil {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(dir, AdapterConfigFile), cfg)
@@ -224,7 +226,7 @@ func ReadAdapters(dir string, p *Params) error {
 		return err
 	}
 	path := filepath.Join(dir, AdapterFile)
-	f, err := openSafetensors(path)
+	f, err := safetensors.Open(path)
 	if err != nil {
 		return err
 	}
@@ -235,18 +237,18 @@ func ReadAdapters(dir string, p *Params) error {
 		want[PEFTName(n)] = true
 	}
 	got := map[string]*tensors.Tensor{}
-	for _, e := range f.entries {
-		if !want[e.name] {
-			return fmt.Errorf("model: %s: unexpected tensor %q for adapters %+v", path, e.name, l)
+	for _, e := range f.Entries() {
+		if !want[e.Name] {
+			return fmt.Errorf("model: %s: unexpected tensor %q for adapters %+v", path, e.Name, l)
 		}
-		if !isFloat(e.dtype) {
-			return fmt.Errorf("model: %s: tensor %q is %s, want a float dtype", path, e.name, e.dtype)
+		if !safetensors.IsFloat(e.DType) {
+			return fmt.Errorf("model: %s: tensor %q is %s, want a float dtype", path, e.Name, e.DType)
 		}
-		t, err := f.read(e, p.DType)
+		t, err := f.Read(e, p.DType)
 		if err != nil {
 			return err
 		}
-		got[e.name] = t
+		got[e.Name] = t
 	}
 	for _, n := range slices.Sorted(func(yield func(string) bool) {
 		for k := range want {

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/torusml/torus/checkpoint"
-	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/safetensors"
 	"github.com/torusml/torus/trainer"
 )
 
@@ -117,7 +117,7 @@ func ckptInspect(w io.Writer, dir string) error {
 		if !strings.HasSuffix(f.Path, ".safetensors") {
 			continue
 		}
-		infos, meta, err := model.SafetensorsHeader(filepath.Join(dir, f.Path))
+		infos, meta, err := safetensors.Header(filepath.Join(dir, f.Path))
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/safetensors"
 )
 
 func newExportCmd() *cobra.Command {
@@ -49,7 +50,7 @@ func newExportCmd() *cobra.Command {
 				return fmt.Errorf("export: %w", err)
 			}
 			// The checkpoint folder is itself a model folder; read it in its stored dtype.
-			infos, _, err := model.SafetensorsHeader(filepath.Join(dir, checkpoint.ModelFile))
+			infos, _, err := safetensors.Header(filepath.Join(dir, checkpoint.ModelFile))
 			if err != nil {
 				return fmt.Errorf("export: %w", err)
 			}

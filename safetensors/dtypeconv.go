@@ -1,4 +1,4 @@
-package model
+package safetensors
 
 import (
 	"encoding/binary"
@@ -32,6 +32,16 @@ func toSTDType(d dtypes.DType) (st.DType, bool) {
 	return 0, false
 }
 
+var stDTypes = []struct {
+	s st.DType
+	d dtypes.DType
+}{
+	{st.BOOL, dtypes.Bool}, {st.U8, dtypes.Uint8}, {st.I8, dtypes.Int8}, {st.I16, dtypes.Int16},
+	{st.U16, dtypes.Uint16}, {st.F16, dtypes.Float16}, {st.BF16, dtypes.BFloat16}, {st.I32, dtypes.Int32},
+	{st.U32, dtypes.Uint32}, {st.F32, dtypes.Float32}, {st.F64, dtypes.Float64}, {st.I64, dtypes.Int64},
+	{st.U64, dtypes.Uint64},
+}
+
 var littleEndianHost = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // readFullAt fills buf from r at off; a full read ending at EOF is a success.
@@ -46,8 +56,30 @@ func readFullAt(r io.ReaderAt, buf []byte, off int64) error {
 	return err
 }
 
-func isFloat(d dtypes.DType) bool {
+// IsFloat reports whether d is one of the float dtypes that Read and Write convert between.
+func IsFloat(d dtypes.DType) bool {
 	return d == dtypes.Float32 || d == dtypes.Float64 || d == dtypes.BFloat16 || d == dtypes.Float16
+}
+
+var floatDTypeByName = map[string]dtypes.DType{
+	"float32": dtypes.Float32, "bfloat16": dtypes.BFloat16, "float16": dtypes.Float16, "float64": dtypes.Float64,
+}
+
+// FloatDType is the float dtype named name: "float32", "bfloat16", "float16" or
+// "float64" (as Write's dtype and a config.json's torch_dtype name them).
+func FloatDType(name string) (dtypes.DType, bool) {
+	d, ok := floatDTypeByName[name]
+	return d, ok
+}
+
+// FloatDTypeName is FloatDType's name for d, or "" when d is not a float dtype.
+func FloatDTypeName(d dtypes.DType) string {
+	for name, fd := range floatDTypeByName {
+		if fd == d {
+			return name
+		}
+	}
+	return ""
 }
 
 // convertStream fills dst (values of dtype to) from r (values of dtype from), a chunk at a time.

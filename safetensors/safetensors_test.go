@@ -1,4 +1,4 @@
-package model_test
+package safetensors_test
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	st "github.com/nlpodyssey/safetensors"
 
 	"github.com/torusml/torus/host"
-	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/safetensors"
 )
 
 // rawSafetensors assembles a file from a header and a data section, no checks.
@@ -53,8 +53,8 @@ func validFile() []byte {
 	return rawSafetensors(h, f32Bytes(1, 2, 3, 4, 5, 6, 7))
 }
 
-func TestReadSafetensorsValid(t *testing.T) {
-	ts, meta, err := model.ReadSafetensors(writeFile(t, "v.safetensors", validFile()))
+func TestReadValid(t *testing.T) {
+	ts, meta, err := safetensors.Read(writeFile(t, "v.safetensors", validFile()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,17 +85,17 @@ func mixedTensors() ([]string, map[string]*tensors.Tensor) {
 	return []string{"f64", "u8", "f32", "bf16", "i64", "bool", "scalar", "empty"}, ts
 }
 
-func TestSafetensorsRoundTripKeepsDTypes(t *testing.T) {
+func TestRoundTripKeepsDTypes(t *testing.T) {
 	names, ts := mixedTensors()
 	path := filepath.Join(t.TempDir(), "m.safetensors")
 	meta := map[string]string{"format": "pt", "step": "7"}
-	if err := model.WriteSafetensors(path, names, ts, meta, ""); err != nil {
+	if err := safetensors.Write(path, names, ts, meta, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
 		t.Errorf("%s.tmp left behind: %v", path, err)
 	}
-	got, gotMeta, err := model.ReadSafetensorsRaw(path)
+	got, gotMeta, err := safetensors.ReadRaw(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +110,8 @@ func TestSafetensorsRoundTripKeepsDTypes(t *testing.T) {
 			t.Errorf("%s: read %v, wrote %v", n, got[n], ts[n])
 		}
 	}
-	// ReadSafetensors widens half floats only.
-	wide, _, err := model.ReadSafetensors(path)
+	// Read widens half floats only.
+	wide, _, err := safetensors.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +126,10 @@ func TestSafetensorsRoundTripKeepsDTypes(t *testing.T) {
 // The file we write is accepted by nlpodyssey/safetensors' own validator (which, like
 // the Python one, wants the tensors to tile the data section) and lays the tensors out in
 // the order asked for.
-func TestWriteSafetensorsLayout(t *testing.T) {
+func TestWriteLayout(t *testing.T) {
 	names, ts := mixedTensors()
 	path := filepath.Join(t.TempDir(), "m.safetensors")
-	if err := model.WriteSafetensors(path, names, ts, nil, ""); err != nil {
+	if err := safetensors.Write(path, names, ts, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -152,7 +152,7 @@ func TestWriteSafetensorsLayout(t *testing.T) {
 	}
 }
 
-func TestWriteSafetensorsConverts(t *testing.T) {
+func TestWriteConverts(t *testing.T) {
 	vals := []float32{1, -0.1, 3.14159, 1e-3, 65504, 1e-6, 0}
 	ts := map[string]*tensors.Tensor{"x": tensors.FromFlatDataAndDimensions(vals, len(vals))}
 	for _, c := range []struct {
@@ -168,17 +168,17 @@ func TestWriteSafetensorsConverts(t *testing.T) {
 	} {
 		t.Run(c.dtype, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "x.safetensors")
-			if err := model.WriteSafetensors(path, []string{"x"}, ts, nil, c.dtype); err != nil {
+			if err := safetensors.Write(path, []string{"x"}, ts, nil, c.dtype); err != nil {
 				t.Fatal(err)
 			}
-			raw, _, err := model.ReadSafetensorsRaw(path)
+			raw, _, err := safetensors.ReadRaw(path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if raw["x"].DType() != c.storeAs {
 				t.Errorf("stored as %s, want %s", raw["x"].DType(), c.storeAs)
 			}
-			got, _, err := model.ReadSafetensors(path)
+			got, _, err := safetensors.Read(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,7 +192,7 @@ func TestWriteSafetensorsConverts(t *testing.T) {
 	}
 }
 
-func TestWriteSafetensorsErrors(t *testing.T) {
+func TestWriteErrors(t *testing.T) {
 	ts := map[string]*tensors.Tensor{
 		"a":            tensors.FromFlatDataAndDimensions([]float32{1}, 1),
 		"i":            tensors.FromFlatDataAndDimensions([]int32{1}, 1),
@@ -212,9 +212,9 @@ func TestWriteSafetensorsErrors(t *testing.T) {
 		{[]string{"i"}, "bfloat16", "cannot convert"},
 	} {
 		path := filepath.Join(t.TempDir(), "x.safetensors")
-		err := model.WriteSafetensors(path, c.names, ts, nil, c.dtype)
+		err := safetensors.Write(path, c.names, ts, nil, c.dtype)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("WriteSafetensors(%v, %q) = %v, want an error containing %q", c.names, c.dtype, err, c.want)
+			t.Errorf("Write(%v, %q) = %v, want an error containing %q", c.names, c.dtype, err, c.want)
 		}
 		if _, err := os.Stat(path); !os.IsNotExist(err) {
 			t.Errorf("%v: a file was written", c.names)
@@ -222,7 +222,7 @@ func TestWriteSafetensorsErrors(t *testing.T) {
 	}
 }
 
-func TestReadSafetensorsCorrupt(t *testing.T) {
+func TestReadCorrupt(t *testing.T) {
 	valid := validFile()
 	hugeLen := make([]byte, 16)
 	binary.LittleEndian.PutUint64(hugeLen, 1<<60)
@@ -263,7 +263,7 @@ func TestReadSafetensorsCorrupt(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := writeFile(t, "bad.safetensors", c.file)
-			ts, _, err := model.ReadSafetensors(path)
+			ts, _, err := safetensors.Read(path)
 			if err == nil {
 				t.Fatalf("no error; read %d tensors", len(ts))
 			}
@@ -275,13 +275,13 @@ func TestReadSafetensorsCorrupt(t *testing.T) {
 	}
 }
 
-// FuzzReadSafetensors feeds the reader arbitrary bytes: it must return an error or a
+// FuzzRead feeds the reader arbitrary bytes: it must return an error or a
 // consistent set of tensors, never panic or allocate more than the input justifies.
-func FuzzReadSafetensors(f *testing.F) {
+func FuzzRead(f *testing.F) {
 	f.Add(validFile())
 	names, ts := mixedTensors()
 	path := filepath.Join(f.TempDir(), "seed.safetensors")
-	if err := model.WriteSafetensors(path, names, ts, map[string]string{"k": "v"}, ""); err != nil {
+	if err := safetensors.Write(path, names, ts, map[string]string{"k": "v"}, ""); err != nil {
 		f.Fatal(err)
 	}
 	seed, err := os.ReadFile(path)
@@ -291,7 +291,7 @@ func FuzzReadSafetensors(f *testing.F) {
 	f.Add(seed)
 	f.Add(hugeHeaderClaim())
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ts, meta, err := model.ReadSafetensorsFrom("fuzz", bytes.NewReader(b), int64(len(b)))
+		ts, meta, err := safetensors.ReadFrom("fuzz", bytes.NewReader(b), int64(len(b)))
 		if err != nil {
 			if ts != nil || meta != nil || !strings.HasPrefix(err.Error(), "model: fuzz: ") {
 				t.Errorf("error %q with results", err)
@@ -313,12 +313,4 @@ func FuzzReadSafetensors(f *testing.F) {
 // hugeHeaderClaim is a file whose header claims a 100 GB tensor over 4 bytes of data.
 func hugeHeaderClaim() []byte {
 	return rawSafetensors(`{"a":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,100000000000]}}`, f32Bytes(1))
-}
-
-func rawBytes(t *tensors.Tensor) []byte {
-	var out []byte
-	if err := t.ConstBytes(func(b []byte) { out = bytes.Clone(b) }); err != nil {
-		panic(err)
-	}
-	return out
 }

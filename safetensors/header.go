@@ -1,4 +1,4 @@
-package model
+package safetensors
 
 import "github.com/gomlx/compute/dtypes"
 
@@ -10,17 +10,17 @@ type TensorInfo struct {
 	Bytes int64
 }
 
-// SafetensorsHeader reads and validates the header of a safetensors file (not
-// its data): the tensors in file order, and the metadata.
-func SafetensorsHeader(path string) ([]TensorInfo, map[string]string, error) {
-	s, err := openSafetensors(path)
+// Header reads and validates the header of a safetensors file (not its data):
+// the tensors in file order, and the metadata.
+func Header(path string) ([]TensorInfo, map[string]string, error) {
+	s, err := Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer s.Close()
 	out := make([]TensorInfo, len(s.entries))
 	for i, e := range s.entries {
-		out[i] = TensorInfo{Name: e.name, DType: e.dtype, Shape: e.shape, Bytes: e.end - e.begin}
+		out[i] = TensorInfo{Name: e.Name, DType: e.DType, Shape: e.Shape, Bytes: e.end - e.begin}
 	}
 	return out, s.meta, nil
 }
