@@ -8,8 +8,8 @@
 // Attention is always full causal attention, even for a model fine-tuned with
 // shifted sparse attention (S2-Attn is a training-time restriction only).
 //
-//	backend, _ := eval.NewBackend("auto")
-//	m, _ := eval.Load("runs/tiny/ckpt/step-000100", backend)
+//	backend, _ := device.Open("auto", device.Options{})
+//	m, _ := eval.Load("runs/tiny/ckpt/step-000100", backend.Compute)
 //	nll, _ := m.NLL(ctx, tokens)             // nll[i]: -log p(tokens[i+1] | tokens[:i+1])
 //	res, _ := m.Passkey(ctx, eval.PasskeyConfig{Lengths: []int{1024, 4096}, Samples: 5})
 //	res.WriteTable(os.Stdout)

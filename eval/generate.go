@@ -155,31 +155,20 @@ func (kv *kvCache) step(ctx context.Context, tok int32) ([]float32, error) {
 	cos, sin := model.RopeTablesFor(c, p.DType, qt.Pos, at+1)
 	attn := m.attention()
 	h := host.GatherRows(p.Get("model.embed_tokens.weight"), []int32{tok}) // [1, D]
-	for l := range c.Layers {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		w := p.Layer(l)
-		q, k, v, err := m.Pieces.PreAttn(w, h, cos, sin)
-		if err != nil {
-			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
-		}
-		host.SetRows(kv.k[l], at, k)
+	h, err := m.layers(ctx, h, cos, sin, func(_ context.Context, l int, q, k, v *tensors.Tensor) (*tensors.Tensor, *tensors.Tensor, error) {
+		host.SetRows(kv.k[l], at, k) // the token's keys and values join the cache
 		host.SetRows(kv.v[l], at, v)
 		f, err := attn.Begin(q, qt)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := f.Fold(kv.k[l], kv.v[l], kv.keyTok); err != nil {
-			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
+			return nil, nil, err
 		}
-		o, _, err := f.Finish()
-		if err != nil {
-			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
-		}
-		if h, err = m.Pieces.PostAttn(w, h, o); err != nil {
-			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
-		}
+		return f.Finish()
+	})
+	if err != nil {
+		return nil, err
 	}
 	kv.n++
 	logits, err := m.LogitsRows(h, 0, 1)

@@ -10,7 +10,6 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
@@ -34,15 +33,6 @@ type Model struct {
 	Params *model.Params
 	Pieces *model.Pieces
 	Block  int // attention block size; 0: DefaultBlock
-}
-
-// NewBackend returns the compute backend named (auto, cpu or cuda: device.Open).
-func NewBackend(name string) (*device.Backend, error) {
-	b, err := device.Open(name, device.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("eval: %w", err)
-	}
-	return b, nil
 }
 
 // Load reads a model folder (a checkpoint folder or a Hugging Face folder, with
@@ -130,25 +120,28 @@ func (m *Model) hidden(ctx context.Context, tokens []int32, keep func(layer int,
 	cos, sin := model.RopeTablesFor(c, p.DType, tok.Pos, n)
 	attn := m.attention()
 	h := host.GatherRows(p.Get("model.embed_tokens.weight"), ids) // [Lp, D]
-	for l := range c.Layers {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		w := p.Layer(l)
-		q, k, v, err := m.Pieces.PreAttn(w, h, cos, sin)
-		if err != nil {
-			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
-		}
+	return m.layers(ctx, h, cos, sin, func(ctx context.Context, l int, q, k, v *tensors.Tensor) (*tensors.Tensor, *tensors.Tensor, error) {
 		if keep != nil {
 			keep(l, k, v)
 		}
-		o, _, err := attn.Forward(ctx, q, k, v, tok)
+		return attn.Forward(ctx, q, k, v, tok)
+	})
+}
+
+// layers runs the decoder layers over h [L, D] (cos, sin: its RoPE tables);
+// attend is layer l's attention (model.Attend).
+func (m *Model) layers(ctx context.Context, h, cos, sin *tensors.Tensor, attend func(ctx context.Context, l int, q, k, v *tensors.Tensor) (o, lse *tensors.Tensor, err error)) (*tensors.Tensor, error) {
+	for l := range m.Config().Layers {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		next, _, _, err := m.Pieces.LayerForward(ctx, m.Params.Layer(l), h, cos, sin, func(ctx context.Context, q, k, v *tensors.Tensor) (*tensors.Tensor, *tensors.Tensor, error) {
+			return attend(ctx, l, q, k, v)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
 		}
-		if h, err = m.Pieces.PostAttn(w, h, o); err != nil {
-			return nil, fmt.Errorf("eval: layer %d: %w", l, err)
-		}
+		h = next
 	}
 	return h, nil
 }

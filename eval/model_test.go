@@ -13,6 +13,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 )
@@ -24,7 +25,7 @@ var testBackend compute.Backend
 func backend(t *testing.T) compute.Backend {
 	t.Helper()
 	if testBackend == nil {
-		b, err := NewBackend("auto")
+		b, err := device.Open("auto", device.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

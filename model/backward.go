@@ -31,6 +31,22 @@ func rmsNormBwd(dx, n, r, w *Node) (dh, dw *Node) {
 	return Mul(r, Sub(dn, Mul(n, proj))), dw
 }
 
+// rmsNormBwdInput is rmsNormBwd's dh alone, for a norm that does not train.
+func rmsNormBwdInput(dx, n, r, w *Node) *Node {
+	dn := Mul(dx, ExpandAxes(w, 0))
+	proj := ReduceAndKeep(Mul(dn, n), ReduceMean, -1)
+	return Mul(r, Sub(dn, Mul(n, proj)))
+}
+
+// normBwd returns dh, and dw when trainNorm.
+func normBwd(trainNorm bool, dx, n, r, w *Node) []*Node {
+	if trainNorm {
+		dh, dw := rmsNormBwd(dx, n, r, w)
+		return []*Node{dh, dw}
+	}
+	return []*Node{rmsNormBwdInput(dx, n, r, w)}
+}
+
 // transpose2: [a, b] -> [b, a].
 func transpose2(x *Node) *Node { return TransposeAllAxes(x, 1, 0) }
 
@@ -69,26 +85,46 @@ func preAttnBwd(c Config, h, normW, wq, wk, wv, cos, sin, dq, dk, dv *Node) []*N
 	return []*Node{dh, dnorm, weightGrad(c, xT, dqz, dt), weightGrad(c, xT, dkz, dt), weightGrad(c, xT, dvz, dt)}
 }
 
-// postAttnBwd: the VJP of postAttn, recomputing its forward. dy [L, D] ->
-// dh, do, dwo, dnormW, dwg, dwu, dwd.
-func postAttnBwd(c Config, h, o, wo, normW, wg, wu, wd, dy *Node) []*Node {
-	dt := h.DType()
+// postAttnFwd is postAttn's forward as its backward reads it: the norm parts
+// n, r [L, D] of the residual h2 = h + o Wo^T, the MLP input x [L, D], and the
+// SwiGLU's gate g, up u, sg = sigmoid(g), s = silu(g) and m = s*u [L, F].
+type postAttnFwd struct{ n, r, x, g, u, sg, s, m *Node }
+
+// postAttnParts recomputes postAttn's forward up to the down projection.
+func postAttnParts(c Config, h, o, wo, normW, wg, wu *Node) postAttnFwd {
 	h2 := Add(h, linear(c, o, wo))
 	n, r := rmsNormParts(h2, c.NormEps)
 	x := Mul(n, ExpandAxes(normW, 0))
 	g, u := linear(c, x, wg), linear(c, x, wu)
 	sg := Sigmoid(g)
 	s := Mul(g, sg)
-	m := Mul(s, u)
+	return postAttnFwd{n: n, r: r, x: x, g: g, u: u, sg: sg, s: s, m: Mul(s, u)}
+}
 
-	dWd := weightGrad(c, transpose2(m), dy, dt) // m^T is [F, L]: one transpose of the MLP width
+// swiGLUBwd pulls dy [L, D] back through postAttn's MLP and its norm to the
+// residual h2: dh2 [L, D], dnormW (nil unless trainNorm) and the gate's and up
+// projection's output gradients dg, du [L, F], from which their weights'
+// gradients follow. Both postAttn VJPs, plain and LoRA, run it.
+func swiGLUBwd(c Config, f postAttnFwd, trainNorm bool, normW, wg, wu, wd, dy *Node) (dh2, dnormW, dg, du *Node) {
 	dm := inputGrad(c, dy, wd)
-	du := Mul(dm, s)
-	dg := Mul(Mul(dm, u), Mul(sg, OnePlus(Mul(g, OneMinus(sg))))) // silu'(g) = sg * (1 + g*(1-sg))
-	xT := transpose2(x)
+	du = Mul(dm, f.s)
+	dg = Mul(Mul(dm, f.u), Mul(f.sg, OnePlus(Mul(f.g, OneMinus(f.sg))))) // silu'(g) = sg * (1 + g*(1-sg))
 	dx := Add(inputGrad(c, dg, wg), inputGrad(c, du, wu))
-	dh2n, dnorm := rmsNormBwd(dx, n, r, normW)
-	dh2 := Add(dy, dh2n)
+	nb := normBwd(trainNorm, dx, f.n, f.r, normW)
+	if trainNorm {
+		dnormW = nb[1]
+	}
+	return Add(dy, nb[0]), dnormW, dg, du // the residual carries dy straight through
+}
+
+// postAttnBwd: the VJP of postAttn, recomputing its forward. dy [L, D] ->
+// dh, do, dwo, dnormW, dwg, dwu, dwd.
+func postAttnBwd(c Config, h, o, wo, normW, wg, wu, wd, dy *Node) []*Node {
+	dt := h.DType()
+	f := postAttnParts(c, h, o, wo, normW, wg, wu)
+	dWd := weightGrad(c, transpose2(f.m), dy, dt) // m^T is [F, L]: one transpose of the MLP width
+	dh2, dnorm, dg, du := swiGLUBwd(c, f, true, normW, wg, wu, wd, dy)
+	xT := transpose2(f.x)
 	return []*Node{
 		dh2,                                   // dh: the residual carries dh2 straight through
 		inputGrad(c, dh2, wo),                 // do

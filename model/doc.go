@@ -11,6 +11,10 @@
 //	AttnBlock     one (query block, key block) pair of the online softmax
 //	AttnBlockGrad its backward; PreAttnVJP, PostAttnVJP, HeadVJP the others'
 //
+// LayerForward is one decoder layer's forward, PreAttn, attention and PostAttn,
+// with the layer's weights and its attention (model.Attend) from the caller: the
+// trainer's (LoRA merged, ring or Ulysses) and eval's (local, or the KV cache).
+//
 // BlockAttention runs the blocks of one worker's tokens (no [L, L] tensor is
 // ever made); parallel.RingAttention folds in blocks visiting from other workers
 // with the same Begin/Fold/Finish. Parameters carry Hugging Face names and

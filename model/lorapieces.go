@@ -192,22 +192,6 @@ func loraGrads(c Config, x, xT, dy, a, b *Node, s float64) []*Node {
 	return []*Node{MulScalar(weightGrad(c, xT, u, a.DType()), s), MulScalar(weightGrad(c, transpose2(z), dy, b.DType()), s)}
 }
 
-// rmsNormBwdInput is rmsNormBwd's dh alone, for a norm that does not train.
-func rmsNormBwdInput(dx, n, r, w *Node) *Node {
-	dn := Mul(dx, ExpandAxes(w, 0))
-	proj := ReduceAndKeep(Mul(dn, n), ReduceMean, -1)
-	return Mul(r, Sub(dn, Mul(n, proj)))
-}
-
-// normBwd returns dh, and dw when trainNorm.
-func normBwd(trainNorm bool, dx, n, r, w *Node) []*Node {
-	if trainNorm {
-		dh, dw := rmsNormBwd(dx, n, r, w)
-		return []*Node{dh, dw}
-	}
-	return []*Node{rmsNormBwdInput(dx, n, r, w)}
-}
-
 // preAttnBwdLoRA: see LoRAPieces.preVJP.
 func preAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []*Node) []*Node {
 	h, normW, wq, wk, wv, cos, sin, dq, dk, dv := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9]
@@ -233,21 +217,12 @@ func preAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []
 // postAttnBwdLoRA: see LoRAPieces.postVJP.
 func postAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []*Node) []*Node {
 	h, o, wo, normW, wg, wu, wd, dy := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
-	h2 := Add(h, linear(c, o, wo))
-	n, r := rmsNormParts(h2, c.NormEps)
-	x := Mul(n, ExpandAxes(normW, 0))
-	g, u := linear(c, x, wg), linear(c, x, wu)
-	sg := Sigmoid(g)
-	sl := Mul(g, sg)
-	m := Mul(sl, u)
-
-	dm := inputGrad(c, dy, wd)
-	du := Mul(dm, sl)
-	dg := Mul(Mul(dm, u), Mul(sg, OnePlus(Mul(g, OneMinus(sg)))))
-	dx := Add(inputGrad(c, dg, wg), inputGrad(c, du, wu))
-	nb := normBwd(trainNorm, dx, n, r, normW)
-	dh2 := Add(dy, nb[0])
-	outs := append([]*Node{dh2, inputGrad(c, dh2, wo)}, nb[1:]...)
+	f := postAttnParts(c, h, o, wo, normW, wg, wu)
+	dh2, dnorm, dg, du := swiGLUBwd(c, f, trainNorm, normW, wg, wu, wd, dy)
+	outs := []*Node{dh2, inputGrad(c, dh2, wo)}
+	if trainNorm {
+		outs = append(outs, dnorm)
+	}
 	var xT *Node
 	for j, t := range targets {
 		a, b := in[8+2*j], in[9+2*j]
@@ -256,15 +231,15 @@ func postAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in [
 			outs = append(outs, loraGrads(c, o, transpose2(o), dh2, a, b, s)...)
 		case GateProj, UpProj:
 			if xT == nil {
-				xT = transpose2(x)
+				xT = transpose2(f.x)
 			}
 			d := dg
 			if t == UpProj {
 				d = du
 			}
-			outs = append(outs, loraGrads(c, x, xT, d, a, b, s)...)
+			outs = append(outs, loraGrads(c, f.x, xT, d, a, b, s)...)
 		case DownProj:
-			outs = append(outs, loraGrads(c, m, transpose2(m), dy, a, b, s)...)
+			outs = append(outs, loraGrads(c, f.m, transpose2(f.m), dy, a, b, s)...)
 		}
 	}
 	return outs

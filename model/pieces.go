@@ -1,8 +1,8 @@
 package model
 
 import (
+	"context"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -234,6 +234,28 @@ func (p *Pieces) PostAttnVJP(w LayerWeights, h, o, dhNext *tensors.Tensor) (Post
 	return PostAttnGrads{out[0], out[1], out[2], out[3], out[4], out[5], out[6]}, nil
 }
 
+// Attend is the attention a layer hands its q [L, H, Dh], k, v [L, KH, Dh] to,
+// returning o [L, H*Dh] and lse [L, KH, G]. The caller chooses it: the trainer's
+// schedule (blockwise, ring, Ulysses), or eval's local or KV-cache attention.
+type Attend func(ctx context.Context, q, k, v *tensors.Tensor) (o, lse *tensors.Tensor, err error)
+
+// LayerForward runs one decoder layer, h [L, D] -> next [L, D]: PreAttn, attend,
+// PostAttn. w are the weights as the caller computes with them (LoRA merged in or
+// not); o and lse are the attention's, for a backward that keeps them.
+func (p *Pieces) LayerForward(ctx context.Context, w LayerWeights, h, cos, sin *tensors.Tensor, attend Attend) (next, o, lse *tensors.Tensor, err error) {
+	q, k, v, err := p.PreAttn(w, h, cos, sin)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if o, lse, err = attend(ctx, q, k, v); err != nil {
+		return nil, nil, nil, err
+	}
+	if next, err = p.PostAttn(w, h, o); err != nil {
+		return nil, nil, nil, err
+	}
+	return next, o, lse, nil
+}
+
 // HeadLoss: final norm, output projection and weighted cross-entropy, times scale.
 // h [L, D], targets [L] int32, weight [L], scale [].
 func (p *Pieces) HeadLoss(normW, wout, h, targets, weight, scale *tensors.Tensor) (*tensors.Tensor, error) {
@@ -339,71 +361,4 @@ func (p *Pieces) AttnBlockGrad(q, k, v *tensors.Tensor, mask *PairMask, do, lse,
 		return nil, nil, nil, err
 	}
 	return out[0], out[1], out[2], nil
-}
-
-// PieceTime is the wall time spent in one kind of piece.
-type PieceTime struct {
-	Name  string
-	Calls int
-	Total time.Duration
-}
-
-type pieceTimings struct {
-	mu sync.Mutex
-	m  map[string]*PieceTime
-}
-
-var timings = &pieceTimings{m: map[string]*PieceTime{}}
-
-func (t *pieceTimings) add(name string, d time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	pt := t.m[name]
-	if pt == nil {
-		pt = &PieceTime{Name: name}
-		t.m[name] = pt
-	}
-	pt.Calls++
-	pt.Total += d
-}
-
-type largestOutput struct {
-	mu    sync.Mutex
-	name  string
-	bytes int64
-}
-
-var largest = &largestOutput{}
-
-func (l *largestOutput) note(name string, n int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if n > l.bytes {
-		l.name, l.bytes = name, n
-	}
-}
-
-// LargestOutput is the piece whose one call returned the most bytes since the
-// last call (process-wide), and that size: the largest transient the step
-// holds at once besides what the pieces allocate inside. It resets the record.
-func LargestOutput() (piece string, bytes int64) {
-	largest.mu.Lock()
-	defer largest.mu.Unlock()
-	piece, bytes = largest.name, largest.bytes
-	largest.name, largest.bytes = "", 0
-	return piece, bytes
-}
-
-// PieceTimes returns the wall time spent in each kind of piece since the last
-// call (process-wide), most expensive first, and resets the counters.
-func PieceTimes() []PieceTime {
-	timings.mu.Lock()
-	defer timings.mu.Unlock()
-	var out []PieceTime
-	for _, pt := range timings.m {
-		out = append(out, *pt)
-	}
-	timings.m = map[string]*PieceTime{}
-	sort.Slice(out, func(i, j int) bool { return out[i].Total > out[j].Total })
-	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/eval"
 	"github.com/torusml/torus/recipe"
 	"github.com/torusml/torus/trainer"
@@ -330,7 +331,7 @@ func resolveModel(arg string) (modelTarget, error) {
 
 // loadEvalModel loads the model folder and says what it loaded.
 func loadEvalModel(stderr io.Writer, target modelTarget, backend string) (*eval.Model, error) {
-	b, err := eval.NewBackend(backend)
+	b, err := device.Open(backend, device.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("eval: --backend: %w", err)
 	}
