@@ -13,23 +13,82 @@ type Mesh struct {
 	World, DP, SP int
 }
 
-// NewMesh checks that the factors multiply to the world, naming each.
+// Topology is a job's layout as a recipe asks for it, with the shapes that
+// constrain it. Its Mesh method is the one place a layout is checked and built:
+// the recipe's validation, train, worker, launch, plan and the trainer all go
+// through it.
+type Topology struct {
+	Workers, DP, SP int    // SP 0: Workers/DP
+	Strategy        string // "ring" (or ""), "ulysses"
+	SeqLen, KVHeads int    // 0: not known where the layout is built, so not checked
+}
+
+// LayoutError is a topology that cannot work. Key is the recipe key to change
+// and Msg says why in the recipe's words; Error says it to a caller of the API.
+type LayoutError struct {
+	Key, Msg string
+	err      string
+}
+
+func (e *LayoutError) Error() string { return "parallel: " + e.err }
+
+func layoutError(key, msg, err string) *LayoutError {
+	if err == "" {
+		err = key + ": " + msg
+	}
+	return &LayoutError{Key: key, Msg: msg, err: err}
+}
+
+// Mesh builds the layout's Mesh, or returns a *LayoutError naming every factor.
+func (t Topology) Mesh() (Mesh, error) {
+	switch {
+	case t.Workers < 1:
+		return Mesh{}, layoutError("parallel.workers", fmt.Sprintf("must be >= 1, got %d", t.Workers), fmt.Sprintf("workers must be >= 1, got %d", t.Workers))
+	case t.DP < 1 || t.SP < 0:
+		return Mesh{}, layoutError("parallel.dp", fmt.Sprintf("dp (%d) must be >= 1 and sp (%d) >= 0", t.DP, t.SP), fmt.Sprintf("dp (%d) and sp (%d) must be >= 1", t.DP, t.SP))
+	}
+	sp := t.SP
+	if sp == 0 {
+		if t.Workers%t.DP != 0 {
+			return Mesh{}, layoutError("parallel.dp", fmt.Sprintf("dp (%d) must divide workers (%d) when sp is left to workers/dp", t.DP, t.Workers), "")
+		}
+		sp = t.Workers / t.DP
+	}
+	if t.DP*sp != t.Workers {
+		return Mesh{}, layoutError("parallel.sp", fmt.Sprintf("dp (%d) * sp (%d) must equal workers (%d)", t.DP, sp, t.Workers),
+			fmt.Sprintf("dp (%d) * sp (%d) = %d, but workers = %d", t.DP, sp, t.DP*sp, t.Workers))
+	}
+	m := Mesh{World: t.Workers, DP: t.DP, SP: sp}
+	if t.SeqLen > 0 && sp > 1 {
+		if _, err := m.Zigzag(0, t.SeqLen); err != nil {
+			return Mesh{}, err
+		}
+	}
+	switch t.Strategy {
+	case "", "ring":
+	case "ulysses":
+		if t.KVHeads > 0 && sp > 1 && t.KVHeads%sp != 0 {
+			return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf("ulysses needs kv_heads (%d) divisible by sp (%d); use ring, or another sp", t.KVHeads, sp), "")
+		}
+	default:
+		return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf(`must be one of "ring", "ulysses", got %q`, t.Strategy), "")
+	}
+	return m, nil
+}
+
+// NewMesh is the Mesh of world workers as dp x sp, checked (Topology.Mesh).
+// Unlike a Topology's, sp 0 is not a default here.
 func NewMesh(world, dp, sp int) (Mesh, error) {
-	m := Mesh{World: world, DP: dp, SP: sp}
-	return m, m.Validate()
+	if sp < 1 {
+		return Mesh{}, layoutError("parallel.sp", fmt.Sprintf("must be >= 1, got %d", sp), fmt.Sprintf("dp (%d) and sp (%d) must be >= 1", dp, sp))
+	}
+	return Topology{Workers: world, DP: dp, SP: sp}.Mesh()
 }
 
 // Validate reports a layout that cannot work, with every factor in the message.
 func (m Mesh) Validate() error {
-	switch {
-	case m.World < 1:
-		return fmt.Errorf("parallel: workers must be >= 1, got %d", m.World)
-	case m.DP < 1 || m.SP < 1:
-		return fmt.Errorf("parallel: dp (%d) and sp (%d) must be >= 1", m.DP, m.SP)
-	case m.DP*m.SP != m.World:
-		return fmt.Errorf("parallel: dp (%d) * sp (%d) = %d, but workers = %d", m.DP, m.SP, m.DP*m.SP, m.World)
-	}
-	return nil
+	_, err := NewMesh(m.World, m.DP, m.SP)
+	return err
 }
 
 // Coords is rank's (data-parallel index, sequence-parallel index).
@@ -65,7 +124,8 @@ func (m Mesh) RingPrev(rank int) int {
 // sp and 2*SP-1-sp, so every worker gets the same share of causal work.
 func (m Mesh) Zigzag(sp, L int) ([]int, error) {
 	if L%(2*m.SP) != 0 {
-		return nil, fmt.Errorf("parallel: seq_len %d must be a multiple of 2*sp = %d for zigzag sharding", L, 2*m.SP)
+		return nil, layoutError("data.seq_len", fmt.Sprintf("must be a multiple of 2*sp = %d for zigzag sharding, got %d", 2*m.SP, L),
+			fmt.Sprintf("seq_len %d must be a multiple of 2*sp = %d for zigzag sharding", L, 2*m.SP))
 	}
 	c := L / (2 * m.SP)
 	idx := make([]int, 0, 2*c)

@@ -30,8 +30,9 @@ type Ulysses struct {
 // NewUlysses prepares the head-group attention pieces.
 func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, error) {
 	c := full.P.Config()
-	if c.KVHeads%m.SP != 0 {
-		return nil, fmt.Errorf("parallel: strategy ulysses needs kv_heads (%d) divisible by sp (%d); use strategy ring, or an sp that divides kv_heads", c.KVHeads, m.SP)
+	layout := Topology{Workers: m.World, DP: m.DP, SP: m.SP, Strategy: "ulysses", KVHeads: c.KVHeads}
+	if _, err := layout.Mesh(); err != nil {
+		return nil, err
 	}
 	p, err := full.P.ForHeads(c.Heads/m.SP, c.KVHeads/m.SP)
 	if err != nil {

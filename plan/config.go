@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/parallel"
 )
 
 // Device is where a worker's tensors live.
@@ -78,6 +79,12 @@ type Config struct {
 // Workers is the number of workers of the job.
 func (c Config) Workers() int { return c.SP * c.DP }
 
+// Topology is the plan's layout, checked and built as a job's is (with sp
+// given: a plan has no default for it).
+func (c Config) Topology() parallel.Topology {
+	return parallel.Topology{Workers: c.Workers(), DP: c.DP, SP: c.SP, Strategy: c.Strategy, SeqLen: c.SeqLen, KVHeads: c.Model.KVHeads}
+}
+
 // Validate names every setting the plan cannot work with.
 func (c Config) Validate() error {
 	var errs []error
@@ -95,17 +102,8 @@ func (c Config) Validate() error {
 	}
 	if c.SP < 1 || c.DP < 1 {
 		bad("sp (%d) and dp (%d) must be >= 1", c.SP, c.DP)
-	} else if c.SeqLen%(2*c.SP) != 0 && c.SP > 1 {
-		bad("seq_len %d must be a multiple of 2*sp = %d (zigzag)", c.SeqLen, 2*c.SP)
-	}
-	switch c.Strategy {
-	case "ring", "":
-	case "ulysses":
-		if c.SP > 0 && c.Model.KVHeads%c.SP != 0 {
-			bad("ulysses needs kv_heads (%d) to be a multiple of sp (%d)", c.Model.KVHeads, c.SP)
-		}
-	default:
-		bad("strategy %q (ring or ulysses)", c.Strategy)
+	} else if _, err := c.Topology().Mesh(); err != nil {
+		errs = append(errs, fmt.Errorf("plan: %w", err))
 	}
 	if c.GradAccum < 1 {
 		bad("grad_accum must be >= 1, got %d", c.GradAccum)

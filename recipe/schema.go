@@ -1,5 +1,7 @@
 package recipe
 
+import "github.com/torusml/torus/parallel"
+
 // Recipe is one training run, as written in YAML. Every field has a default
 // (see Default); unknown keys are errors. Field tags are the YAML keys.
 type Recipe struct {
@@ -175,4 +177,16 @@ type LaunchConfig struct {
 type LogConfig struct {
 	Every    int    `yaml:"every"`    // print a line every N steps (the live line updates every step)
 	Progress string `yaml:"progress"` // auto | bar | plain | none
+}
+
+// Topology is the recipe's parallel layout with the shapes that constrain it;
+// its Mesh method checks and builds it, for the recipe's validation and for
+// every command that starts or plans workers.
+func (r Recipe) Topology() parallel.Topology {
+	kv := r.Model.KVHeads
+	if r.Model.From != "" {
+		kv = 0 // the model folder's config.json says, once it is read
+	}
+	p := r.Parallel
+	return parallel.Topology{Workers: p.Workers, DP: p.DP, SP: p.SP, Strategy: p.Strategy, SeqLen: r.Data.SeqLen, KVHeads: kv}
 }

@@ -1,11 +1,14 @@
 package recipe
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/torusml/torus/parallel"
 )
 
 // Validate checks every rule and reports every problem at once, as
@@ -108,17 +111,10 @@ func (r Recipe) Validate() error {
 	if pc.SP < 0 {
 		c.add("parallel.sp", "must be >= 0 (0: workers/dp), got %d", pc.SP)
 	}
-	if pc.Workers >= 1 && pc.DP >= 1 {
-		sp := pc.SP
-		if sp == 0 && pc.Workers%pc.DP == 0 {
-			sp = pc.Workers / pc.DP
-		}
-		if sp*pc.DP != pc.Workers {
-			c.add("parallel.sp", "dp (%d) * sp (%d) must equal workers (%d)", pc.DP, pc.SP, pc.Workers)
-		} else if sp > 1 && d.SeqLen%(2*sp) != 0 {
-			c.add("data.seq_len", "must be a multiple of 2*sp = %d for zigzag sharding, got %d", 2*sp, d.SeqLen)
-		} else if sp > 1 && pc.Strategy == "ulysses" && r.Model.From == "" && r.Model.KVHeads%sp != 0 {
-			c.add("parallel.strategy", "ulysses needs kv_heads (%d) divisible by sp (%d); use ring, or another sp", r.Model.KVHeads, sp)
+	if pc.Workers >= 1 && pc.DP >= 1 && pc.SP >= 0 && (pc.Strategy == "ring" || pc.Strategy == "ulysses") {
+		var bad *parallel.LayoutError
+		if _, err := r.Topology().Mesh(); errors.As(err, &bad) {
+			c.add(bad.Key, "%s", bad.Msg)
 		}
 	}
 	c.oneOf("parallel.strategy", pc.Strategy, "ring", "ulysses")

@@ -104,13 +104,13 @@ func planConfig(r recipe.Recipe) (plan.Config, error) {
 		prec = plan.FP64
 	}
 	p := r.Parallel
-	sp := p.SP
-	if sp == 0 {
-		sp = p.Workers / max(p.DP, 1)
+	mesh, err := r.Topology().Mesh()
+	if err != nil {
+		return plan.Config{}, fmt.Errorf("plan: %w", err)
 	}
 	return plan.Config{
 		Model: mc, Precision: prec,
-		SeqLen: r.Data.SeqLen, SP: sp, DP: p.DP, Strategy: p.Strategy, GradAccum: r.Schedule.GradAccum,
+		SeqLen: r.Data.SeqLen, SP: mesh.SP, DP: mesh.DP, Strategy: p.Strategy, GradAccum: r.Schedule.GradAccum,
 		Recompute: r.Memory.Recompute, Offload: r.Memory.Offload,
 		AttnBlockQ: r.Memory.AttnBlockQ, AttnBlockK: r.Memory.AttnBlockK,
 		MemoryLimit: int64(r.Memory.LimitMiB) << 20,
