@@ -13,7 +13,9 @@
 // job's memberlist cluster (JoinCluster, seeded at the rendezvous address that
 // the worker of rank 0 serves) and waits for the world (Cluster.Wait), ordered
 // by rank: the ring. ClusterKeys turns the cluster secret into the gossip key
-// and the gRPC token. See docs/launch.md.
+// and the gRPC token. JoinWorker is a worker's whole bring-up either way:
+// listen, meet the others, connect the gRPC ring, build the Mesh. See
+// docs/launch.md.
 //
 //	p, _ := launch.ParsePlacement(os.Getenv, launch.Overrides{Nodes: 4, NodeRank: 1, Rdzv: "10.0.0.1:29400"})
 //	// p.Ranks == [1], p.World() == 4

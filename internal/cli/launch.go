@@ -2,13 +2,11 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -163,53 +161,4 @@ func clusterSecret(keyFile string) ([]byte, error) {
 		return nil, fmt.Errorf("cluster secret: --key-file %s is empty", keyFile)
 	}
 	return b, nil
-}
-
-// workerCluster is a worker's membership once the world has formed.
-type workerCluster struct {
-	*launch.Cluster
-	addrs  []string // every rank's gRPC address, in rank (ring) order
-	resume string   // the checkpoint rank 0 chose to resume from, or ""
-}
-
-// joinCluster joins the job's memberlist cluster, waits for every rank and
-// returns their addresses; when the failure detector later declares a member
-// dead, it cancels ctx with that as the cause.
-func joinCluster(ctx context.Context, cancel context.CancelCauseFunc, f rdzvFlags, gossipKey []byte, rank, world int, addr, resume string) (*workerCluster, error) {
-	devices := []string{"cpu"}
-	if v := os.Getenv("CUDA_VISIBLE_DEVICES"); v != "" {
-		devices = strings.Split(v, ",")
-	}
-	cl, err := launch.JoinCluster(ctx, launch.ClusterConfig{
-		Self:        launch.Member{Job: f.job, Attempt: f.attempt, Rank: rank, Node: f.node, Addr: addr, Devices: devices, Resume: resume},
-		World:       world,
-		Rdzv:        f.addr,
-		BindIP:      f.bind,
-		Key:         gossipKey,
-		JoinTimeout: f.joinTimeout,
-	})
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	members, err := cl.Wait(ctx)
-	if err != nil {
-		cl.Close()
-		return nil, err
-	}
-	addrs := make([]string, len(members))
-	for i, m := range members {
-		addrs[i] = m.Addr
-	}
-	if rank == 0 {
-		fmt.Fprintf(os.Stderr, "torus: cluster formed in %s: %d workers, ring %s\n", time.Since(start).Round(time.Millisecond), world, strings.Join(addrs, " -> "))
-	}
-	go func() {
-		select {
-		case m := <-cl.Lost():
-			cancel(fmt.Errorf("cluster: rank %d (%s, node %d) is dead", m.Rank, m.Addr, m.Node))
-		case <-ctx.Done():
-		}
-	}()
-	return &workerCluster{Cluster: cl, addrs: addrs, resume: members[0].Resume}, nil
 }

@@ -1,15 +1,12 @@
 package cli
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
-	"time"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,8 +23,12 @@ func launchLocal(ctx context.Context, w io.Writer, recipePath string, sets []str
 	if err != nil {
 		return fmt.Errorf("launch: find this executable: %w", err)
 	}
-	n := r.Parallel.Workers
-	fmt.Fprintf(w, "torus: starting %d workers on this machine (%s, sp %d, dp %d)\n", n, r.Parallel.Strategy, n/r.Parallel.DP, r.Parallel.DP)
+	mesh, err := r.Topology().Mesh()
+	if err != nil {
+		return err
+	}
+	n := mesh.World
+	fmt.Fprintf(w, "torus: starting %d workers on this machine (%s, sp %d, dp %d)\n", n, r.Parallel.Strategy, mesh.SP, mesh.DP)
 	err = launch.RunLocal(ctx, launch.LocalConfig{
 		Workers: n,
 		Backend: r.Backend, // a GPU each (CUDA_VISIBLE_DEVICES) unless cpu
@@ -74,81 +75,37 @@ func newWorkerCmd() *cobra.Command {
 			if world != r.Parallel.Workers {
 				return fmt.Errorf("worker: --world %d but the recipe has parallel.workers %d", world, r.Parallel.Workers)
 			}
-			if rank < 0 || rank >= world {
-				return fmt.Errorf("worker: --rank %d outside [0, %d)", rank, world)
-			}
-			if listen == "" {
-				listen = "127.0.0.1:0"
-				if rdzv.addr != "" { // the interface of the route to the rendezvous, not every one
-					ip, err := launch.RouteIP(rdzv.addr)
-					if err != nil {
-						return fmt.Errorf("worker rank %d: %w", rank, err)
-					}
-					listen = net.JoinHostPort(ip, "0")
-				}
-			}
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("worker rank %d: listen on %s: %w", rank, listen, err)
-			}
 			secret, err := clusterSecret(rdzv.keyFile)
 			if err != nil {
-				ln.Close()
 				return fmt.Errorf("worker rank %d: %w", rank, err)
 			}
-			var gossipKey []byte
-			var token string
-			if secret != nil {
-				gossipKey, token = launch.ClusterKeys(secret)
+			devices := []string{"cpu"}
+			if v := os.Getenv("CUDA_VISIBLE_DEVICES"); v != "" {
+				devices = strings.Split(v, ",")
 			}
-			ctx, cancel := context.WithCancelCause(cmd.Context())
-			defer cancel(nil)
-			var addrs []string
-			var cl *workerCluster
-			if rdzv.addr == "" { // started by torus train: the launcher hands out the addresses
-				fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", launch.ListenPrefix, ln.Addr())
-				peers, err := readPeers(cmd.InOrStdin(), world)
-				if err != nil {
-					ln.Close()
-					return fmt.Errorf("worker rank %d: %w", rank, err)
+			c := launch.WorkerConfig{
+				Rank: rank, Layout: r.Topology(), Listen: listen, Secret: secret,
+				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(),
+				Rdzv: rdzv.addr, Job: rdzv.job, Node: rdzv.node, Attempt: rdzv.attempt, Bind: rdzv.bind,
+				Devices: devices, JoinTimeout: rdzv.joinTimeout, From: from, Log: cmd.ErrOrStderr(),
+			}
+			if rdzv.resume != "" {
+				c.Resume = func() (string, error) {
+					from, _, err := resolveResume(cmd.ErrOrStderr(), rdzv.resume, out)
+					return from, err
 				}
-				addrs = peers.Addrs
-			} else {
-				if rank == 0 && rdzv.resume != "" { // rank 0 picks the checkpoint; the others take its choice
-					if from, _, err = resolveResume(cmd.ErrOrStderr(), rdzv.resume, out); err != nil {
-						ln.Close()
-						return fmt.Errorf("worker rank %d: %w", rank, err)
-					}
-				}
-				cl, err = joinCluster(ctx, cancel, rdzv, gossipKey, rank, world, ln.Addr().String(), from)
-				if err != nil {
-					ln.Close()
-					return fmt.Errorf("worker rank %d: %w", rank, err)
-				}
-				defer cl.Close()
-				addrs, from = cl.addrs, cl.resume
 			}
-			t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: addrs, Listener: ln, Token: token})
-			if err != nil {
-				return fmt.Errorf("worker rank %d: connect: %w", rank, err)
-			}
-			defer t.Close()
-			sp := r.Parallel.SP
-			if sp == 0 {
-				sp = world / r.Parallel.DP
-			}
-			mesh, err := parallel.NewMesh(world, r.Parallel.DP, sp)
+			wk, ctx, err := launch.JoinWorker(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
-			d := &trainer.Dist{T: t, Mesh: mesh, Strategy: r.Parallel.Strategy}
+			defer wk.Close()
+			d := &trainer.Dist{T: wk.T, Mesh: wk.Mesh, Strategy: r.Parallel.Strategy}
 			if r.Parallel.Balance == "adaptive" {
 				d.Balance = &parallel.Balancer{}
 			}
-			err = train(ctx, cmd.ErrOrStderr(), r, out, from, d)
-			if err == nil && cl != nil {
-				// Leave only once every rank is done: leaving earlier reads as a loss.
-				if err := cl.Finish(ctx, 30*time.Minute); err != nil {
+			if err = train(ctx, cmd.ErrOrStderr(), r, out, wk.From, d); err == nil {
+				if err := wk.Finish(ctx); err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "torus: worker rank %d: %v\n", rank, err)
 				}
 			}
@@ -171,35 +128,4 @@ func newWorkerCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&rdzv.joinTimeout, "join-timeout", 0, "how long to wait for the rendezvous and the whole world (default 5m)")
 	cmd.Flags().StringVar(&rdzv.bind, "gossip-bind", "", "address gossip listens on (default the address of the route to --rdzv)")
 	return cmd
-}
-
-// readPeers reads the launcher's line of addresses (see package launch).
-func readPeers(in io.Reader, world int) (launch.Peers, error) {
-	type result struct {
-		p   launch.Peers
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		line, err := bufio.NewReader(in).ReadBytes('\n')
-		if err != nil {
-			got <- result{err: fmt.Errorf("read peer addresses from the launcher: %w", err)}
-			return
-		}
-		var p launch.Peers
-		if err := json.Unmarshal(line, &p); err != nil {
-			got <- result{err: fmt.Errorf("peer addresses from the launcher: %w", err)}
-			return
-		}
-		got <- result{p: p}
-	}()
-	select {
-	case r := <-got:
-		if r.err == nil && len(r.p.Addrs) != world {
-			r.err = fmt.Errorf("launcher sent %d addresses for %d workers", len(r.p.Addrs), world)
-		}
-		return r.p, r.err
-	case <-time.After(5 * time.Minute):
-		return launch.Peers{}, fmt.Errorf("no peer addresses from the launcher within 5 minutes")
-	}
 }
