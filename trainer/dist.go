@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -30,26 +31,21 @@ func (d *Dist) attention(local *model.BlockAttention, c Config) (Attention, erro
 	if d == nil || d.Mesh.SP == 1 {
 		return local, nil
 	}
-	if err := d.Mesh.Validate(); err != nil {
-		return nil, err
-	}
 	if d.T.Size() != d.Mesh.World {
 		return nil, fmt.Errorf("trainer: transport has %d ranks, mesh %d", d.T.Size(), d.Mesh.World)
 	}
-	if _, err := d.Mesh.Zigzag(0, c.SeqLen); err != nil {
+	layout := parallel.Topology{Workers: d.Mesh.World, DP: d.Mesh.DP, SP: d.Mesh.SP, Strategy: d.Strategy, SeqLen: c.SeqLen}
+	if _, err := layout.Mesh(); err != nil {
 		return nil, err
 	}
-	switch d.Strategy {
-	case "ring", "":
-		return &parallel.RingAttention{Attn: local, T: d.T, Mesh: d.Mesh, Wait: &d.Wait, Balance: d.Balance}, nil
-	case "ulysses":
+	if d.Strategy == "ulysses" {
 		u, err := parallel.NewUlysses(local, d.T, d.Mesh)
 		if u != nil {
 			u.Wait = &d.Wait
 		}
 		return u, err
 	}
-	return nil, fmt.Errorf("trainer: parallel.strategy %q (ring or ulysses)", d.Strategy)
+	return &parallel.RingAttention{Attn: local, T: d.T, Mesh: d.Mesh, Wait: &d.Wait, Balance: d.Balance}, nil
 }
 
 // commCounters are this worker's totals so far: seconds blocked on
@@ -152,8 +148,9 @@ func (r *reducer) layer(l int) {
 	r.start(fmt.Sprintf("layer%d", l), ts)
 }
 
-// finish reduces what is left, waits for every bucket, and returns the summed loss.
-func (r *reducer) finish(loss float64) (float64, error) {
+// rest reduces the last bucket (the embedding, the final norm, the head and the
+// loss), waits for every bucket, and returns the summed loss.
+func (r *reducer) rest(loss float64) (float64, error) {
 	defer r.cancel()
 	if !r.active() {
 		return loss, nil
@@ -192,4 +189,27 @@ func (t *Trainer) allRanks() []int {
 		all[i] = i
 	}
 	return all
+}
+
+// layerParams are each layer's trainable parameter names: the all-reduce buckets.
+func layerParams(p *model.Params) [][]string {
+	out := make([][]string, p.Config.Layers)
+	for _, name := range p.Trainable() {
+		var l int
+		if _, err := fmt.Sscanf(name, "model.layers.%d.", &l); err == nil {
+			out[l] = append(out[l], name)
+		}
+	}
+	return out
+}
+
+// otherParams are the trainable parameters outside the layers: the last bucket.
+func otherParams(p *model.Params) []string {
+	var out []string
+	for _, name := range p.Trainable() {
+		if !strings.HasPrefix(name, "model.layers.") {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -188,7 +188,7 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 			eng := &trainer.Engine{Pieces: pieces, Params: params, Store: trainer.NewKeepStore(), KeepAttention: tc.keep,
 				Attn: &model.BlockAttention{P: pieces, BlockQ: 8, BlockK: 5}}
 			grads := trainer.NewGrads(params)
-			loss, err := eng.ForwardBackward(context.Background(), b, 1/float64(b.NumTargets()), grads, nil)
+			loss, err := eng.ForwardBackward(context.Background(), b, 1/float64(b.NumTargets()), grads)
 			if err != nil {
 				t.Fatal(err)
 			}

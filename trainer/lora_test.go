@@ -89,7 +89,7 @@ func TestLoRAGradientsMatchFloat64Reference(t *testing.T) {
 			if got := slices.Sorted(maps.Keys(grads)); !slices.Equal(got, slices.Sorted(slices.Values(trainable))) {
 				t.Fatalf("gradient accumulators %v, want exactly the trainable %v", got, trainable)
 			}
-			loss, err := eng.ForwardBackward(context.Background(), b, 1/float64(b.NumTargets()), grads, nil)
+			loss, err := eng.ForwardBackward(context.Background(), b, 1/float64(b.NumTargets()), grads)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,11 +6,9 @@ import (
 	"maps"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/device"
@@ -215,15 +213,34 @@ func (t *Trainer) StepNum() int { return t.step }
 // Cursor is where in the data the next step starts.
 func (t *Trainer) Cursor() data.Cursor { return t.loader.Cursor() }
 
-// Step runs one optimizer step: the gradients of GradAccum micro-batches (see
-// Gradients), clipping by global norm, AdamW.
+// Step runs one optimizer step. Every exchange between workers in it is named
+// here, in order; alone, nothing is exchanged.
 func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	start := time.Now()
 	wait0, sent0 := t.commCounters()
-	loss, targets, err := t.Gradients(ctx)
+	// Target counts: not exchanged. Every worker reads every micro-batch of the
+	// step, so each knows the step's target count, the loss's divisor.
+	micro, targets, err := t.microBatches()
 	if err != nil {
 		return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
 	}
+	// Attention: inside each layer, K/V blocks go round the ring (or Ulysses'
+	// all-to-all) in the forward; in backward again to recompute the layer's
+	// attention (memory.recompute: layer), and once more with their gradients.
+	// Gradients: each layer's bucket is all-reduced as its backward ends in
+	// this worker's last micro-batch, while the layers below go back.
+	red := t.newReducer(ctx)
+	loss, err := t.accumulate(ctx, micro, targets, red)
+	if err == nil {
+		// The loss: summed with the last bucket (embedding, final norm, head);
+		// then every bucket is waited for.
+		loss, err = red.rest(loss)
+	}
+	if err != nil {
+		return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
+	}
+	// The optimizer: not exchanged. Every worker holds the same summed
+	// gradients and the same weights, and applies the same update.
 	lr := t.Config.Schedule.At(t.step)
 	norm, err := t.update(lr)
 	if err != nil {
@@ -231,7 +248,11 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	}
 	t.step++
 	t.tokens += int64(targets)
-	secs := time.Since(start).Seconds()
+	return t.stats(time.Since(start).Seconds(), wait0, sent0, loss, lr, norm, targets), nil
+}
+
+// stats is the metrics line of the step just taken.
+func (t *Trainer) stats(secs, wait0 float64, sent0 int64, loss, lr, norm float64, targets int) StepStats {
 	wait1, sent1 := t.commCounters()
 	piece, pieceBytes := model.LargestOutput()
 	mem := Memory{
@@ -245,90 +266,73 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 		CommWaitSeconds: wait1 - wait0, BytesSent: sent1 - sent0, Memory: mem,
 	}
 	t.devstats.fill(&s, t.Params.Config, t.Config.SeqLen, t.Config.GradAccum*t.dp(), t.world(), secs)
-	return s, nil
+	return s
 }
 
-// update clips the gradients by their global norm and applies AdamW with
-// learning rate lr; it returns the norm before clipping.
-func (t *Trainer) update(lr float64) (norm float64, err error) {
-	if t.devOpt == nil {
-		err = t.withOptimParams(func(ps []optim.Param) error {
-			gs := make([]optim.Vec, len(ps))
-			for i, p := range ps {
-				gs[i] = p.Grad
-			}
-			norm = optim.ClipGlobalNorm(t.Config.MaxGradNorm, gs...)
-			return t.hostOpt.Step(lr, ps)
-		})
-		return norm, err
-	}
-	gs := make([]*tensors.Tensor, len(t.order))
-	for i, name := range t.order {
-		gs[i] = t.grads[name]
-	}
-	if norm, err = t.Engine.Device.ClipGlobalNorm(t.Config.MaxGradNorm, gs); err != nil {
-		return 0, err
-	}
-	ps := make([]optim.DeviceParam, len(t.order))
-	for i, name := range t.order {
-		t.grads[name] = gs[i] // clipping replaced them
-		ps[i] = optim.DeviceParam{Name: name, Decay: t.decays(name), Value: t.Params.T[name], Grad: gs[i]}
-	}
-	err = t.devOpt.Step(lr, ps)
-	for i, name := range t.order {
-		t.Params.T[name] = ps[i].Value // the update donated the old tensor
-	}
-	return norm, err
-}
-
-// Gradients computes the loss and the gradients of one step into Grads, without
-// updating anything: GradAccum micro-batches (per data-parallel group) forward and
-// backward, the loss divided by the step's total target count over every
-// micro-batch of every group, so the result is exactly that of one big batch.
-// With several workers each computes its shard and the gradients and loss are
-// summed over all of them.
+// Gradients computes the loss and the gradients of one step into Grads, with
+// the same exchanges as Step, without updating anything: the loss is divided by
+// the step's total target count over every micro-batch of every data-parallel
+// group, so the result is exactly that of one big batch.
 func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err error) {
-	// Every worker reads every micro-batch of the step (the loader is
-	// deterministic), so each knows the global target count without asking.
-	micro := make([]data.Batch, t.Config.GradAccum*t.dp())
-	for i := range micro {
+	micro, targets, err := t.microBatches()
+	if err != nil {
+		return 0, 0, err
+	}
+	red := t.newReducer(ctx)
+	if loss, err = t.accumulate(ctx, micro, targets, red); err != nil {
+		return 0, 0, err
+	}
+	if loss, err = red.rest(loss); err != nil {
+		return 0, 0, err
+	}
+	return loss, targets, nil
+}
+
+// microBatches reads the step's GradAccum micro-batches per data-parallel group
+// and returns this worker's, cut to its shard, with the target count of all of
+// them. Every worker reads them all: the loader is deterministic.
+func (t *Trainer) microBatches() (mine []data.Batch, targets int, err error) {
+	n := t.Config.GradAccum * t.dp()
+	for i := range n {
 		b, err := t.loader.Next()
 		if err != nil {
-			return 0, 0, fmt.Errorf("data: %w", err)
+			return nil, 0, fmt.Errorf("data: %w", err)
 		}
-		micro[i], targets = b, targets+b.NumTargets()
+		targets += b.NumTargets()
+		if !t.mine(i) {
+			continue // another data-parallel group's micro-batch
+		}
+		if b, err = t.shard(b); err != nil {
+			return nil, 0, err
+		}
+		mine = append(mine, b)
 	}
 	if targets == 0 {
-		return 0, 0, fmt.Errorf("no target tokens in %d sequences (documents of one token?)", len(micro))
+		return nil, 0, fmt.Errorf("no target tokens in %d sequences (documents of one token?)", n)
 	}
+	return mine, targets, nil
+}
+
+// accumulate runs forward and backward over micro, adding the gradients into
+// Grads, and returns this worker's share of the loss. Each layer's gradients
+// are final once the last micro-batch's backward has passed the layer: they go
+// to red then, so their reduce overlaps the layers still to go back through.
+func (t *Trainer) accumulate(ctx context.Context, micro []data.Batch, targets int, red *reducer) (loss float64, err error) {
 	if t.Engine.Device != nil {
 		t.grads.Reset()
 	} else {
 		t.grads.Zero()
 	}
-	last := -1 // this worker's last micro-batch: its backward completes each layer's gradients
-	for i := range micro {
-		if t.mine(i) {
-			last = i
-		}
-	}
-	red := t.newReducer(ctx)
 	for i, b := range micro {
-		if !t.mine(i) {
-			continue // another data-parallel group's micro-batch
-		}
-		b, err := t.shard(b)
-		if err != nil {
-			return 0, 0, err
-		}
-		var layerDone func(int)
-		if i == last {
-			layerDone = red.layer
-		}
-		l, err := t.Engine.ForwardBackward(ctx, b, 1/float64(targets), t.grads, layerDone)
-		if err != nil {
-			red.abandon()
-			return 0, 0, err
+		var l float64
+		for layer, err := range t.Engine.Backward(ctx, b, 1/float64(targets), t.grads, &l) {
+			if err != nil {
+				red.abandon()
+				return 0, err
+			}
+			if i == len(micro)-1 {
+				red.layer(layer)
+			}
 		}
 		loss += l
 	}
@@ -338,10 +342,7 @@ func (t *Trainer) Gradients(ctx context.Context) (loss float64, targets int, err
 			t.grads[name] = host.NewZeros(p.DType(), p.Shape().Dimensions...)
 		}
 	}
-	if loss, err = red.finish(loss); err != nil {
-		return 0, 0, err
-	}
-	return loss, targets, nil
+	return loss, nil
 }
 
 // Close removes what the trainer keeps on disk (offload spill files).
@@ -354,75 +355,6 @@ func (t *Trainer) Close() error {
 
 // Grads are the gradients of the last Gradients or Step call, by parameter name.
 func (t *Trainer) Grads() Grads { return t.grads }
-
-// decays reports whether weight decay applies to a parameter.
-func (t *Trainer) decays(name string) bool {
-	switch {
-	case model.IsNorm(name):
-		return t.Config.DecayNorms
-	case model.IsEmbedding(name):
-		return t.Config.DecayEmbeddings
-	}
-	return true
-}
-
-// withOptimParams hands fn every parameter and gradient as flat slices, holding
-// each tensor's data for the duration.
-func (t *Trainer) withOptimParams(fn func([]optim.Param) error) error {
-	ps := make([]optim.Param, len(t.order))
-	var rec func(i int) error
-	rec = func(i int) error {
-		if i == len(t.order) {
-			return fn(ps)
-		}
-		name := t.order[i]
-		ps[i].Name, ps[i].Decay = name, t.decays(name)
-		var err error
-		flat(t.Params.T[name], func(v optim.Vec) {
-			ps[i].Value = v
-			flat(t.grads[name], func(g optim.Vec) {
-				ps[i].Grad = g
-				err = rec(i + 1)
-			})
-		})
-		return err
-	}
-	return rec(0)
-}
-
-func flat(t *tensors.Tensor, fn func(optim.Vec)) {
-	t.MustMutableFlatData(func(f any) {
-		switch v := f.(type) {
-		case []float32:
-			fn(optim.Vec{F32: v})
-		case []float64:
-			fn(optim.Vec{F64: v})
-		default:
-			panic(fmt.Sprintf("trainer: parameter of dtype %s", t.DType()))
-		}
-	})
-}
-
-func layerParams(p *model.Params) [][]string {
-	out := make([][]string, p.Config.Layers)
-	for _, name := range p.Trainable() {
-		var l int
-		if _, err := fmt.Sscanf(name, "model.layers.%d.", &l); err == nil {
-			out[l] = append(out[l], name)
-		}
-	}
-	return out
-}
-
-func otherParams(p *model.Params) []string {
-	var out []string
-	for _, name := range p.Trainable() {
-		if !strings.HasPrefix(name, "model.layers.") {
-			out = append(out, name)
-		}
-	}
-	return out
-}
 
 // fusedAttention says whether a worker alone (no ring) takes cuDNN's fused
 // attention: on a CUDA GPU, in bfloat16 (cuDNN's operands), without shifted

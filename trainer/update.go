@@ -1,0 +1,91 @@
+package trainer
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/model"
+	"github.com/torusml/torus/optim"
+)
+
+// update clips the gradients by their global norm and applies AdamW with
+// learning rate lr; it returns the norm before clipping.
+func (t *Trainer) update(lr float64) (norm float64, err error) {
+	if t.devOpt == nil {
+		err = t.withOptimParams(func(ps []optim.Param) error {
+			gs := make([]optim.Vec, len(ps))
+			for i, p := range ps {
+				gs[i] = p.Grad
+			}
+			norm = optim.ClipGlobalNorm(t.Config.MaxGradNorm, gs...)
+			return t.hostOpt.Step(lr, ps)
+		})
+		return norm, err
+	}
+	gs := make([]*tensors.Tensor, len(t.order))
+	for i, name := range t.order {
+		gs[i] = t.grads[name]
+	}
+	if norm, err = t.Engine.Device.ClipGlobalNorm(t.Config.MaxGradNorm, gs); err != nil {
+		return 0, err
+	}
+	ps := make([]optim.DeviceParam, len(t.order))
+	for i, name := range t.order {
+		t.grads[name] = gs[i] // clipping replaced them
+		ps[i] = optim.DeviceParam{Name: name, Decay: t.decays(name), Value: t.Params.T[name], Grad: gs[i]}
+	}
+	err = t.devOpt.Step(lr, ps)
+	for i, name := range t.order {
+		t.Params.T[name] = ps[i].Value // the update donated the old tensor
+	}
+	return norm, err
+}
+
+// decays reports whether weight decay applies to a parameter.
+func (t *Trainer) decays(name string) bool {
+	switch {
+	case model.IsNorm(name):
+		return t.Config.DecayNorms
+	case model.IsEmbedding(name):
+		return t.Config.DecayEmbeddings
+	}
+	return true
+}
+
+// withOptimParams hands fn every parameter and gradient as flat slices, holding
+// each tensor's data for the duration.
+func (t *Trainer) withOptimParams(fn func([]optim.Param) error) error {
+	ps := make([]optim.Param, len(t.order))
+	var rec func(i int) error
+	rec = func(i int) error {
+		if i == len(t.order) {
+			return fn(ps)
+		}
+		name := t.order[i]
+		ps[i].Name, ps[i].Decay = name, t.decays(name)
+		var err error
+		flat(t.Params.T[name], func(v optim.Vec) {
+			ps[i].Value = v
+			flat(t.grads[name], func(g optim.Vec) {
+				ps[i].Grad = g
+				err = rec(i + 1)
+			})
+		})
+		return err
+	}
+	return rec(0)
+}
+
+func flat(t *tensors.Tensor, fn func(optim.Vec)) {
+	t.MustMutableFlatData(func(f any) {
+		switch v := f.(type) {
+		case []float32:
+			fn(optim.Vec{F32: v})
+		case []float64:
+			fn(optim.Vec{F64: v})
+		default:
+			panic(fmt.Sprintf("trainer: parameter of dtype %s", t.DType()))
+		}
+	})
+}
