@@ -19,8 +19,9 @@
 //		s := plan.Suggest(cfg, mem) // the first change, in a fixed order, that fits
 //	}
 //
-// On the GPU the plan describes the same schedule with device memory: torus has
-// no GPU backend yet, so those plans say what the schedule would need, as torus
+// On the GPU the plan describes the same schedule with device memory. It has
+// not been checked against the CUDA backend on a GPU yet (the CPU plan has, by
+// bench/plan), so those plans say what the schedule needs from shapes, as torus
 // runs today (float32, replicated optimizer) and with the techniques published
 // long-sequence runs use (bf16 mixed precision, optimizer sharding, tiling),
 // each named in the Config so a plan never claims a technique silently.
