@@ -208,11 +208,14 @@ func planGPU(w io.Writer, path string, c plan.Config, f planFlags) error {
 	if f.gpus < 0 {
 		return fmt.Errorf("plan: --gpus must be >= 1, got %d", f.gpus)
 	}
-	if f.gpus > 0 && f.gpus != c.Workers() {
-		if f.gpus%c.DP != 0 {
-			return fmt.Errorf("plan: --gpus %d is not a multiple of parallel.dp %d", f.gpus, c.DP)
+	if f.gpus > 0 && f.gpus != c.Workers() { // the recipe's layout over --gpus workers, sp from them
+		layout := c.Topology()
+		layout.Workers, layout.SP = f.gpus, 0
+		m, err := layout.Mesh()
+		if err != nil {
+			return fmt.Errorf("plan: --gpus %d: %w", f.gpus, err)
 		}
-		c.SP = f.gpus / c.DP
+		c.SP = m.SP
 	}
 	c.Device, c.Concurrency, c.WorkersPerMachine, c.MemoryLimit = plan.GPU, 1, 1, 0
 	memFrom := "--device-memory"
