@@ -85,6 +85,9 @@ func (l *Loader) Seek(c Cursor) error {
 		l.lanes[j].pos = p
 	}
 	l.next = c.Next
+	if l.pre != nil {
+		l.pre.forget()
+	}
 	return nil
 }
 

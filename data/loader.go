@@ -27,6 +27,14 @@ type LoaderConfig struct {
 	// retrieval: a cut sample has the key in one sequence and the question in
 	// the next), at the price of the padding.
 	Whole bool
+
+	// Prefetch is how many documents a lane tokenizes ahead, in the
+	// background, as it starts one (prefetch.go); 0: each when it is needed.
+	// Workers bounds the goroutines doing it (0: GOMAXPROCS).
+	Prefetch, Workers int
+	// TokenCache is the folder of the on-disk token cache (tokencache.go),
+	// used with tokenizers that have a fingerprint; "": no cache.
+	TokenCache string
 }
 
 // Validate reports a config that cannot pack.
@@ -36,6 +44,9 @@ func (c LoaderConfig) Validate() error {
 	}
 	if c.Lanes < 0 {
 		return fmt.Errorf("data: lanes must be >= 0 (0 or 1: one stream), got %d", c.Lanes)
+	}
+	if c.Prefetch < 0 || c.Workers < 0 {
+		return fmt.Errorf("data: prefetch (%d) and workers (%d) must be >= 0", c.Prefetch, c.Workers)
 	}
 	return nil
 }
@@ -55,8 +66,10 @@ type Loader struct {
 	corpus *Corpus
 	tok    Tokenizer
 	cfg    LoaderConfig
-	lanes  []lane // [K], K = min(max(Lanes, 1), corpus size)
-	next   int    // the lane of the next sequence: sequences returned so far, mod K
+	enc    *encoder    // a document's tokens: spans, affixes, the cache
+	pre    *prefetcher // nil: Prefetch 0
+	lanes  []lane      // [K], K = min(max(Lanes, 1), corpus size)
+	next   int         // the lane of the next sequence: sequences returned so far, mod K
 
 	orders  map[int][]int // epoch -> document order; only epochs some lane may still read
 	ident   []int         // the order when not shuffling
@@ -96,6 +109,10 @@ func NewLoader(c *Corpus, tok Tokenizer, cfg LoaderConfig) (*Loader, error) {
 		scratch: make([]int32, cfg.SeqLen+1),
 		segs:    make([]int32, cfg.SeqLen+1),
 		loss:    make([]bool, cfg.SeqLen+1),
+		enc:     newEncoder(tok, cfg.TokenCache),
+	}
+	if cfg.Prefetch > 0 {
+		l.pre = newPrefetcher(l.enc, cfg.Workers)
 	}
 	for j := range l.lanes {
 		l.lanes[j] = lane{pos: LaneCursor{Doc: j}, cached: -1}
@@ -235,12 +252,19 @@ func (l *Loader) tokens(ln *lane, p LaneCursor) ([]int32, []bool, error) {
 		return ln.toks, ln.loss, nil
 	}
 	d := &l.corpus.docs[i]
-	spans, err := d.spans()
+	var toks []int32
+	var loss []bool
+	var err error
+	if l.pre == nil {
+		toks, loss, err = l.enc.document(d)
+	} else {
+		toks, loss, err = l.pre.take(i, d)
+		l.prefetch(p)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("epoch %d, doc %d: read document %d (%s): %w", p.Epoch, p.Doc, i, d.Name, err)
 	}
-	ln.toks, ln.loss = encodeSpans(l.tok, spans)
-	ln.cached = i
+	ln.toks, ln.loss, ln.cached = toks, loss, i
 	return ln.toks, ln.loss, nil
 }
 
