@@ -72,6 +72,12 @@ type Snapshot struct {
 	// Load returns a nil map); an empty one writes a file with no tensors.
 	Optim     map[string]*tensors.Tensor
 	OptimMeta map[string]string
+	// Files are more files of the model folder, written as they are and
+	// listed in the manifest: the tokenizer's (tokenizer.json,
+	// tokenizer_config.json, ...), so that the checkpoint, and what is
+	// exported from it, loads with its tokenizer. Names are plain file names
+	// that none of the checkpoint's own files has.
+	Files map[string][]byte
 }
 
 // FileEntry is one file of a checkpoint, as the manifest lists it.

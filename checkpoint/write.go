@@ -117,6 +117,15 @@ func checkSnapshot(s *Snapshot) (torchDType string, err error) {
 	case p == nil:
 		return "", errors.New("no model parameters")
 	}
+	for name := range s.Files {
+		if err := checkFileName(name); err != nil {
+			return "", fmt.Errorf("file %q %w", name, err)
+		}
+		switch name {
+		case ConfigFile, ModelFile, OptimFile(0), model.AdapterConfigFile, model.AdapterFile:
+			return "", fmt.Errorf("file %q is one of the checkpoint's own", name)
+		}
+	}
 	switch p.DType {
 	case dtypes.Float32:
 		torchDType = "float32"
@@ -185,6 +194,13 @@ func writeFiles(dir string, s *Snapshot, torchDType string, background bool) ([]
 	}
 	if s.Optim != nil {
 		jobs = append(jobs, &job{path: OptimFile(0), names: slices.Sorted(maps.Keys(s.Optim)), ts: s.Optim, meta: s.OptimMeta})
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.Files)) {
+		e, err := writeFile(filepath.Join(dir, name), s.Files[name])
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, e)
 	}
 	var wg sync.WaitGroup
 	for _, j := range jobs {

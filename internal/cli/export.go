@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -86,6 +89,9 @@ func newExportCmd() *cobra.Command {
 					return fmt.Errorf("export: %w", err)
 				}
 			}
+			if err := copyTokenizerFiles(dir, out); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "torus: exported %s (step %d, %.2fM parameters) to %s as %s in %s\n",
 				dir, c.Manifest.Step, float64(p.NumParams())/1e6, out, dtype, time.Since(start).Round(time.Millisecond))
 			return nil
@@ -97,4 +103,27 @@ func newExportCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dtype, "dtype", "float32", "float32 | bfloat16 | float16")
 	cmd.Flags().Int64Var(&maxShard, "max-shard-bytes", 0, "largest weight file; bigger models are sharded with model.safetensors.index.json (0: 5 GB, as transformers)")
 	return cmd
+}
+
+// tokenizerFiles are the files of a Hugging Face model folder that make up its
+// tokenizer, as AutoTokenizer reads them.
+var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+
+// copyTokenizerFiles copies the tokenizer files the checkpoint folder from has
+// (a run trained with a Hugging Face tokenizer keeps them there) into to, so
+// the exported folder loads with its tokenizer.
+func copyTokenizerFiles(from, to string) error {
+	for _, name := range tokenizerFiles {
+		b, err := os.ReadFile(filepath.Join(from, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(to, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
