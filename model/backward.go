@@ -71,7 +71,9 @@ func ropeBwd(dy, cos, sin *Node) *Node {
 }
 
 // preAttnBwd: the VJP of preAttn. dq [L, H, Dh], dk, dv [L, KH, Dh] ->
-// dh, dnormW, dwq, dwk, dwv.
+// dh, dnormW, dwq, dwk, dwv, and with Config.QKVBias dbq, dbk, dbv. A bias
+// adds after the projection, so its gradient is the projection's output
+// gradient summed over tokens, and the forward's biases are not needed here.
 func preAttnBwd(c Config, h, normW, wq, wk, wv, cos, sin, dq, dk, dv *Node) []*Node {
 	L, dt := h.Shape().Dimensions[0], h.DType() // dt: the weights' dtype, which every gradient is in
 	n, r := rmsNormParts(h, c.NormEps)
@@ -82,7 +84,11 @@ func preAttnBwd(c Config, h, normW, wq, wk, wv, cos, sin, dq, dk, dv *Node) []*N
 	dvz := Reshape(as(dv, dt), L, -1)
 	dx := Add(Add(inputGrad(c, dqz, wq), inputGrad(c, dkz, wk)), inputGrad(c, dvz, wv))
 	dh, dnorm := rmsNormBwd(dx, n, r, normW)
-	return []*Node{dh, dnorm, weightGrad(c, xT, dqz, dt), weightGrad(c, xT, dkz, dt), weightGrad(c, xT, dvz, dt)}
+	outs := []*Node{dh, dnorm, weightGrad(c, xT, dqz, dt), weightGrad(c, xT, dkz, dt), weightGrad(c, xT, dvz, dt)}
+	if c.QKVBias {
+		outs = append(outs, ReduceSum(dqz, 0), ReduceSum(dkz, 0), ReduceSum(dvz, 0))
+	}
+	return outs
 }
 
 // postAttnFwd is postAttn's forward as its backward reads it: the norm parts
@@ -90,9 +96,10 @@ func preAttnBwd(c Config, h, normW, wq, wk, wv, cos, sin, dq, dk, dv *Node) []*N
 // SwiGLU's gate g, up u, sg = sigmoid(g), s = silu(g) and m = s*u [L, F].
 type postAttnFwd struct{ n, r, x, g, u, sg, s, m *Node }
 
-// postAttnParts recomputes postAttn's forward up to the down projection.
-func postAttnParts(c Config, h, o, wo, normW, wg, wu *Node) postAttnFwd {
-	h2 := Add(h, linear(c, o, wo))
+// postAttnParts recomputes postAttn's forward up to the down projection (bo:
+// the output projection's bias, nil without).
+func postAttnParts(c Config, h, o, wo, bo, normW, wg, wu *Node) postAttnFwd {
+	h2 := Add(h, addBias(linear(c, o, wo), bo))
 	n, r := rmsNormParts(h2, c.NormEps)
 	x := Mul(n, ExpandAxes(normW, 0))
 	g, u := linear(c, x, wg), linear(c, x, wu)
@@ -118,14 +125,14 @@ func swiGLUBwd(c Config, f postAttnFwd, trainNorm bool, normW, wg, wu, wd, dy *N
 }
 
 // postAttnBwd: the VJP of postAttn, recomputing its forward. dy [L, D] ->
-// dh, do, dwo, dnormW, dwg, dwu, dwd.
-func postAttnBwd(c Config, h, o, wo, normW, wg, wu, wd, dy *Node) []*Node {
+// dh, do, dwo, dnormW, dwg, dwu, dwd, and dbo when bo is not nil.
+func postAttnBwd(c Config, h, o, wo, bo, normW, wg, wu, wd, dy *Node) []*Node {
 	dt := h.DType()
-	f := postAttnParts(c, h, o, wo, normW, wg, wu)
+	f := postAttnParts(c, h, o, wo, bo, normW, wg, wu)
 	dWd := weightGrad(c, transpose2(f.m), dy, dt) // m^T is [F, L]: one transpose of the MLP width
 	dh2, dnorm, dg, du := swiGLUBwd(c, f, true, normW, wg, wu, wd, dy)
 	xT := transpose2(f.x)
-	return []*Node{
+	outs := []*Node{
 		dh2,                                   // dh: the residual carries dh2 straight through
 		inputGrad(c, dh2, wo),                 // do
 		weightGrad(c, transpose2(o), dh2, dt), // dwo
@@ -134,4 +141,8 @@ func postAttnBwd(c Config, h, o, wo, normW, wg, wu, wd, dy *Node) []*Node {
 		weightGrad(c, xT, du, dt),             // dwu
 		dWd,                                   // dwd
 	}
+	if bo != nil {
+		outs = append(outs, ReduceSum(dh2, 0)) // dbo: the bias adds into the residual h2
+	}
+	return outs
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/gomlx/compute/dtypes"
@@ -9,6 +10,10 @@ import (
 
 // Config is the architecture of a LLaMA-family decoder. Field meanings follow
 // Hugging Face's LlamaConfig; the json names are those of config.json.
+//
+// The attention biases cover the other architectures torus computes: Qwen2
+// (Qwen2.5) is a Llama whose q, k and v projections have biases (QKVBias), and
+// LlamaConfig's attention_bias gives q, k, v and o biases (QKVBias and OBias).
 type Config struct {
 	Vocab         int     // vocab_size
 	Dim           int     // hidden_size
@@ -23,6 +28,11 @@ type Config struct {
 	MaxPositions  int     // max_position_embeddings (informational; rope_scaling's original context when it has none)
 
 	RopeScaling RopeScaling // rope_scaling; the zero value is plain RoPE
+
+	// QKVBias: the q, k and v projections add a bias (Qwen2's, or attention_bias).
+	// OBias: the output projection does too (attention_bias; needs QKVBias).
+	// A config.json with QKVBias alone is model_type qwen2, with both llama.
+	QKVBias, OBias bool
 
 	// Compute is not the architecture but how the pieces compute: bfloat16 for
 	// mixed precision (matmuls and attention in bf16 over float32 weights, with
@@ -69,6 +79,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model: rope_theta must be > 0, got %g", c.RopeTheta)
 	case c.NormEps <= 0:
 		return fmt.Errorf("model: norm_eps must be > 0, got %g", c.NormEps)
+	case c.OBias && !c.QKVBias:
+		return fmt.Errorf("model: o_bias needs qkv_bias (no Hugging Face architecture has an output projection bias alone)")
 	}
 	return c.validateRopeScaling()
 }
@@ -77,8 +89,9 @@ func (c Config) Validate() error {
 // (embedding, layers in order, final norm, head).
 func (c Config) ParamNames() []string {
 	names := []string{"model.embed_tokens.weight"}
+	suffixes := c.layerSuffixes()
 	for i := range c.Layers {
-		for _, n := range layerParamSuffixes {
+		for _, n := range suffixes {
 			names = append(names, LayerParam(i, n))
 		}
 	}
@@ -100,9 +113,26 @@ const (
 	GateProj  = "mlp.gate_proj.weight"
 	UpProj    = "mlp.up_proj.weight"
 	DownProj  = "mlp.down_proj.weight"
+
+	// The attention biases, with Config.QKVBias and Config.OBias.
+	QProjBias = "self_attn.q_proj.bias"
+	KProjBias = "self_attn.k_proj.bias"
+	VProjBias = "self_attn.v_proj.bias"
+	OProjBias = "self_attn.o_proj.bias"
 )
 
-var layerParamSuffixes = []string{InputNorm, QProj, KProj, VProj, OProj, PostNorm, GateProj, UpProj, DownProj}
+// layerSuffixes are a layer's parameter suffixes in the order the graph pieces
+// take them, each bias after its projection.
+func (c Config) layerSuffixes() []string {
+	s := []string{InputNorm, QProj, KProj, VProj, OProj, PostNorm, GateProj, UpProj, DownProj}
+	switch {
+	case c.OBias:
+		s = []string{InputNorm, QProj, QProjBias, KProj, KProjBias, VProj, VProjBias, OProj, OProjBias, PostNorm, GateProj, UpProj, DownProj}
+	case c.QKVBias:
+		s = []string{InputNorm, QProj, QProjBias, KProj, KProjBias, VProj, VProjBias, OProj, PostNorm, GateProj, UpProj, DownProj}
+	}
+	return s
+}
 
 // LayerParam is the Hugging Face name of a layer's parameter.
 func LayerParam(layer int, suffix string) string {
@@ -124,6 +154,9 @@ func (c Config) ParamShape(name string) ([]int, error) {
 		return nil, fmt.Errorf("model: unknown parameter %q", name)
 	}
 	suffix = name[len(fmt.Sprintf("model.layers.%d.", layer)):]
+	if !slices.Contains(c.layerSuffixes(), suffix) {
+		return nil, fmt.Errorf("model: unknown parameter %q", name)
+	}
 	switch suffix {
 	case InputNorm, PostNorm:
 		return []int{d}, nil
@@ -133,6 +166,12 @@ func (c Config) ParamShape(name string) ([]int, error) {
 		return []int{c.KVHeads * hd, d}, nil
 	case OProj:
 		return []int{d, c.Heads * hd}, nil
+	case QProjBias:
+		return []int{c.Heads * hd}, nil
+	case KProjBias, VProjBias:
+		return []int{c.KVHeads * hd}, nil
+	case OProjBias:
+		return []int{d}, nil
 	case GateProj, UpProj:
 		return []int{c.MLPDim, d}, nil
 	case DownProj:
@@ -145,6 +184,9 @@ func (c Config) ParamShape(name string) ([]int, error) {
 func IsNorm(name string) bool {
 	return strings.HasSuffix(name, "layernorm.weight") || name == "model.norm.weight"
 }
+
+// IsBias reports whether a parameter is a bias (a vector added after a projection).
+func IsBias(name string) bool { return strings.HasSuffix(name, ".bias") }
 
 // IsEmbedding reports whether a parameter is the token embedding.
 func IsEmbedding(name string) bool { return name == "model.embed_tokens.weight" }

@@ -1,11 +1,13 @@
 // Package model is the LLaMA-family decoder as small compiled GoMLX graph pieces,
 // the single-worker math only: the trainer calls them in order and decides what
-// is stored, recomputed or exchanged between them.
+// is stored, recomputed or exchanged between them. The family covers Llama,
+// Mistral without sliding window, and Qwen2 (Qwen2.5): a Llama whose q, k and v
+// projections have biases (Config.QKVBias; Llama's attention_bias adds o's, OBias).
 //
 // Pieces (one set per model configuration, each compiled once per shape and dtype):
 //
-//	PreAttn       h [L, D] -> q [L, H, Dh], k, v [L, KH, Dh]      RMSNorm, projections, RoPE
-//	PostAttn      h, o [L, H*Dh] -> next h                         o_proj, residual, RMSNorm, SwiGLU
+//	PreAttn       h [L, D] -> q [L, H, Dh], k, v [L, KH, Dh]      RMSNorm, projections (+ biases), RoPE
+//	PostAttn      h, o [L, H*Dh] -> next h                         o_proj (+ bias), residual, RMSNorm, SwiGLU
 //	Head          h -> sum(weight * cross-entropy) * scale
 //	Logits        h -> logits [L, V]                               final norm, output projection
 //	AttnBlock     one (query block, key block) pair of the online softmax

@@ -1,9 +1,9 @@
 package model
 
-// ExportHF: a Hugging Face LlamaForCausalLM folder as transformers' save_pretrained
-// writes it: config.json, generation_config.json, and the weights in one
-// model.safetensors or in shards model-0000i-of-0000N.safetensors listed by
-// model.safetensors.index.json.
+// ExportHF: a Hugging Face LlamaForCausalLM (or Qwen2ForCausalLM) folder as
+// transformers' save_pretrained writes it: config.json, generation_config.json,
+// and the weights in one model.safetensors or in shards
+// model-0000i-of-0000N.safetensors listed by model.safetensors.index.json.
 
 import (
 	"bytes"
@@ -59,12 +59,14 @@ type hfShard struct {
 	names []string
 }
 
-// ExportHF writes p into dir as a Hugging Face LlamaForCausalLM folder, which
-// LlamaForCausalLM.from_pretrained and LoadHF read back. dir is created if
-// missing; an existing dir must be empty or already hold a model folder (its
-// other files, a tokenizer say, are left alone; stale weight files are removed).
-// config.json is removed first and written last, so an export that fails midway
-// leaves a folder that LoadHF refuses rather than one with wrong weights.
+// ExportHF writes p into dir as a Hugging Face LlamaForCausalLM folder (a
+// Qwen2ForCausalLM one for a model with q, k and v biases alone, see
+// HFConfigJSON), which AutoModelForCausalLM.from_pretrained and LoadHF read
+// back. dir is created if missing; an existing dir must be empty or already
+// hold a model folder (its other files, a tokenizer say, are left alone; stale
+// weight files are removed). config.json is removed first and written last, so
+// an export that fails midway leaves a folder that LoadHF refuses rather than
+// one with wrong weights.
 func ExportHF(dir string, p *Params, o HFExport) error {
 	fail := func(err error) error { // Validate's errors carry the package prefix already
 		return fmt.Errorf("model: export %s: %s", dir, strings.TrimPrefix(err.Error(), "model: "))
@@ -170,14 +172,26 @@ func planHFExport(p *Params, o *HFExport) (shards []hfShard, index []byte, err e
 	return shards, index, err
 }
 
-// hfStateDictOrder lists the parameters in the order of LlamaForCausalLM's
-// state_dict (modules in their registration order: each decoder layer's attention
-// q, k, v, o, then MLP gate, up, down, then its two norms), so that shards split as
-// save_pretrained would split the same model.
+// hfStateDictOrder lists the parameters in the order of LlamaForCausalLM's (and
+// Qwen2ForCausalLM's) state_dict (modules in their registration order: each
+// decoder layer's attention q, k, v, o, each weight before its bias, then MLP gate,
+// up, down, then its two norms), so that shards split as save_pretrained would
+// split the same model.
 func hfStateDictOrder(c Config) []string {
+	var layer []string
+	for _, p := range []struct {
+		weight, bias string
+		has          bool
+	}{{QProj, QProjBias, c.QKVBias}, {KProj, KProjBias, c.QKVBias}, {VProj, VProjBias, c.QKVBias}, {OProj, OProjBias, c.OBias}} {
+		layer = append(layer, p.weight)
+		if p.has {
+			layer = append(layer, p.bias)
+		}
+	}
+	layer = append(layer, GateProj, UpProj, DownProj, InputNorm, PostNorm)
 	names := []string{"model.embed_tokens.weight"}
 	for i := range c.Layers {
-		for _, s := range []string{QProj, KProj, VProj, OProj, GateProj, UpProj, DownProj, InputNorm, PostNorm} {
+		for _, s := range layer {
 			names = append(names, LayerParam(i, s))
 		}
 	}

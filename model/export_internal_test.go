@@ -47,13 +47,14 @@ func TestSplitHFShards(t *testing.T) {
 }
 
 func TestHFStateDictOrderHasEveryParam(t *testing.T) {
-	for _, tied := range []bool{false, true} {
-		c := Config{Vocab: 8, Dim: 4, Layers: 3, Heads: 2, KVHeads: 1, MLPDim: 6, RopeTheta: 1e4, NormEps: 1e-5, TieEmbeddings: tied}
+	for _, tc := range []struct{ tied, qkvBias, oBias bool }{{false, false, false}, {true, false, false}, {false, true, false}, {true, true, true}} {
+		c := Config{Vocab: 8, Dim: 4, Layers: 3, Heads: 2, KVHeads: 1, MLPDim: 6, RopeTheta: 1e4, NormEps: 1e-5,
+			TieEmbeddings: tc.tied, QKVBias: tc.qkvBias, OBias: tc.oBias}
 		got, want := hfStateDictOrder(c), c.ParamNames()
 		slices.Sort(got)
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
-			t.Errorf("tied %v: state dict order lists %v, params are %v", tied, got, want)
+			t.Errorf("%+v: state dict order lists %v, params are %v", tc, got, want)
 		}
 	}
 }

@@ -1,12 +1,15 @@
 package model
 
-// Hugging Face model folders: config.json (LlamaConfig) beside model.safetensors, or
-// beside model.safetensors.index.json and the shard files it names.
+// Hugging Face model folders: config.json (a LlamaConfig, MistralConfig or
+// Qwen2Config) beside model.safetensors, or beside model.safetensors.index.json
+// and the shard files it names (save_pretrained's sharded checkpoints).
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -31,11 +34,14 @@ const (
 // Buffers older Llama checkpoints carry; they are derived from rope_theta, not parameters.
 var hfIgnoredTensor = regexp.MustCompile(`^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$`)
 
-// LoadHF reads DIR/config.json (a LlamaConfig) and DIR/model.safetensors (or sharded:
-// DIR/model.safetensors.index.json + the shard files) into Params of the given dtype
-// (Float32 or Float64), checking every expected parameter is present with the right
-// shape and no unexpected ones. A tied model's lm_head.weight, if present, is ignored.
-// Shapes are checked from the headers before any tensor data is read.
+// LoadHF reads DIR/config.json (see ReadHFConfig) and DIR/model.safetensors (or
+// sharded: DIR/model.safetensors.index.json + the shard files) into Params of the
+// given dtype (Float32 or Float64; stored bfloat16 or float16 converts), checking
+// every expected parameter is present with the right shape and no unexpected ones,
+// and that the index and the shards agree (every shard there, every tensor where the
+// index puts it). A tied model's lm_head.weight, if present, is ignored. Shapes are
+// checked from the headers before any tensor data is read, then each tensor is
+// read from its file in turn.
 func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
 	if dtype != dtypes.Float32 && dtype != dtypes.Float64 {
 		return nil, fmt.Errorf("model: %s: dtype %s not supported (float32 or float64)", dir, dtype)
@@ -65,7 +71,9 @@ func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
 	found := map[string]loc{}
 	for _, shard := range shards {
 		f, err := safetensors.Open(filepath.Join(dir, shard))
-		if err != nil {
+		if listed != nil && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("model: %s: %s lists shard %s, which is missing", dir, hfIndexFile, shard)
+		} else if err != nil {
 			return nil, err
 		}
 		files = append(files, f)
@@ -95,9 +103,9 @@ func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
 			}
 		}
 	}
-	for name, shard := range listed {
+	for _, name := range slices.Sorted(maps.Keys(listed)) {
 		if _, ok := found[name]; !ok {
-			return nil, fmt.Errorf("model: %s: the index puts tensor %q in %s, which does not hold it", dir, name, shard)
+			return nil, fmt.Errorf("model: %s: the index puts tensor %q in %s, which does not hold it", dir, name, listed[name])
 		}
 	}
 	for _, name := range cfg.ParamNames() {
@@ -177,11 +185,16 @@ type hfConfigIn struct {
 	TieWordEmbeddings     *bool           `json:"tie_word_embeddings"`
 	AttentionBias         *bool           `json:"attention_bias"`
 	MLPBias               *bool           `json:"mlp_bias"`
-	SlidingWindow         *int            `json:"sliding_window"`
+	SlidingWindow         json.RawMessage `json:"sliding_window"`     // absent, null or a number
+	UseSlidingWindow      *bool           `json:"use_sliding_window"` // Qwen2Config
+	LayerTypes            []string        `json:"layer_types"`        // transformers v5: per layer, full_attention or sliding_attention
 }
 
-// ReadHFConfig reads a Hugging Face LlamaConfig (or a Mistral one without sliding
-// window) with LlamaConfig's defaults for missing optional fields, and validates it.
+// ReadHFConfig reads a Hugging Face config.json, validated: a LlamaConfig
+// (attention_bias gives q, k, v and o biases), a MistralConfig without sliding
+// window (sliding_window null, or at least max_position_embeddings), or a
+// Qwen2Config with use_sliding_window false (q, k and v biases). Missing optional
+// fields take LlamaConfig's defaults, and Qwen2Config's where they differ.
 func ReadHFConfig(path string) (Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -194,17 +207,25 @@ func ReadHFConfig(path string) (Config, error) {
 	fail := func(format string, args ...any) (Config, error) {
 		return Config{}, fmt.Errorf("model: %s: "+format, append([]any{path}, args...)...)
 	}
-	switch {
-	case in.ModelType == nil:
+	if in.ModelType == nil {
 		return fail("model_type missing")
-	case *in.ModelType != "llama" && *in.ModelType != "mistral":
-		return fail("model_type %q not supported (llama, or mistral without sliding window)", *in.ModelType)
+	}
+	arch := *in.ModelType
+	def, ok := hfArchitectures[arch]
+	switch {
+	case !ok:
+		return fail("model_type %q not supported (llama, qwen2, or mistral without sliding window)", arch)
 	case in.HiddenAct != nil && *in.HiddenAct != "silu" && *in.HiddenAct != "swish":
 		return fail("hidden_act %q not supported (silu)", *in.HiddenAct)
-	case in.AttentionBias != nil && *in.AttentionBias:
-		return fail("attention_bias true not supported")
 	case in.MLPBias != nil && *in.MLPBias:
 		return fail("mlp_bias true not supported")
+	case in.UseSlidingWindow != nil && *in.UseSlidingWindow:
+		return fail("use_sliding_window true not supported (torus attends over all positions); set it false to load the model with full attention")
+	}
+	for i, lt := range in.LayerTypes {
+		if lt != "full_attention" {
+			return fail("layer_types[%d] %q not supported (torus attends over all positions: full_attention only)", i, lt)
+		}
 	}
 	for _, f := range []struct {
 		key string
@@ -218,7 +239,16 @@ func ReadHFConfig(path string) (Config, error) {
 	c := Config{
 		Vocab: *in.VocabSize, Dim: *in.HiddenSize, MLPDim: *in.IntermediateSize,
 		Layers: *in.NumHiddenLayers, Heads: *in.NumAttentionHeads, KVHeads: *in.NumAttentionHeads,
-		RopeTheta: 10000, NormEps: 1e-6, MaxPositions: 2048, // LlamaConfig's defaults
+		RopeTheta: 10000, NormEps: 1e-6, MaxPositions: def.maxPositions, // the config classes' defaults
+		QKVBias: def.qkvBias,
+	}
+	// Only LlamaConfig has attention_bias; Mistral's and Qwen2's modeling code
+	// fixes the biases whatever the file says, and so does this.
+	if arch == "llama" && in.AttentionBias != nil && *in.AttentionBias {
+		c.QKVBias, c.OBias = true, true
+	}
+	if def.kvHeads > 0 {
+		c.KVHeads = def.kvHeads
 	}
 	if in.NumKeyValueHeads != nil {
 		c.KVHeads = *in.NumKeyValueHeads
@@ -242,8 +272,16 @@ func ReadHFConfig(path string) (Config, error) {
 	if in.TieWordEmbeddings != nil {
 		c.TieEmbeddings = *in.TieWordEmbeddings
 	}
-	if in.SlidingWindow != nil && *in.SlidingWindow < c.MaxPositions {
-		return fail("sliding_window %d not supported (attention over all %d positions only)", *in.SlidingWindow, c.MaxPositions)
+	// Qwen2 slides only with use_sliding_window (refused above), whatever sliding_window says.
+	if window, err := hfSlidingWindow(in.SlidingWindow, def.slidingWindow); err != nil {
+		return fail("%w", err)
+	} else if arch != "qwen2" && window > 0 && window < c.MaxPositions {
+		absent := ""
+		if in.SlidingWindow == nil {
+			absent = fmt.Sprintf(": the file has none, and %d is %sConfig's default", window, strings.ToUpper(arch[:1])+arch[1:])
+		}
+		return fail("sliding_window %d not supported (attention over all %d positions only; null or at least max_position_embeddings loads)%s",
+			window, c.MaxPositions, absent)
 	}
 	var scalings [2]RopeScaling
 	for i, rope := range []struct {
@@ -273,9 +311,11 @@ func ReadHFConfig(path string) (Config, error) {
 	return c, nil
 }
 
-// HFConfigJSON renders c as a Hugging Face LlamaForCausalLM config.json, formatted as
-// transformers writes it (keys sorted, two-space indent, floats as Python prints them).
-// bos/eos token ids are null: Config does not know the tokenizer.
+// HFConfigJSON renders c as a Hugging Face config.json, formatted as transformers
+// writes it (keys sorted, two-space indent, floats as Python prints them): a
+// Qwen2ForCausalLM's when c has q, k and v biases alone, else a LlamaForCausalLM's
+// (attention_bias true with OBias). bos/eos token ids are null: Config does not
+// know the tokenizer.
 func HFConfigJSON(c Config, torchDType string) ([]byte, error) {
 	return hfConfigJSON(c, torchDType, nil, nil)
 }
@@ -287,6 +327,9 @@ func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 	}
 	if _, ok := safetensors.FloatDType(torchDType); !ok {
 		return nil, fmt.Errorf("model: torch_dtype %q not supported (float32, bfloat16, float16, float64)", torchDType)
+	}
+	if hfIsQwen2(c) {
+		return hfQwen2ConfigJSON(c, torchDType, bos, eos)
 	}
 	m := map[string]any{ // encoding/json sorts map keys, as transformers' sort_keys=True does
 		"architectures":           []string{"LlamaForCausalLM"},
@@ -304,7 +347,7 @@ func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 		"rope_theta":              pyFloat(c.RopeTheta),
 		"rope_scaling":            hfRopeScaling(c),
 		"tie_word_embeddings":     c.TieEmbeddings,
-		"attention_bias":          false,
+		"attention_bias":          c.OBias, // LlamaConfig's attention_bias is q, k, v and o
 		"attention_dropout":       pyFloat(0),
 		"mlp_bias":                false,
 		"pretraining_tp":          1,

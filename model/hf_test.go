@@ -175,7 +175,7 @@ func TestReadHFConfigErrors(t *testing.T) {
 		{`{"model_type":"gpt2"}`, `model_type "gpt2" not supported`},
 		{`{"vocab_size":3}`, "model_type missing"},
 		{minimalLlama + `,"hidden_act":"gelu"}`, `hidden_act "gelu"`},
-		{minimalLlama + `,"attention_bias":true}`, "attention_bias"},
+		{minimalLlama + `,"model_type":"qwen2","use_sliding_window":true}`, "use_sliding_window true not supported"},
 		{minimalLlama + `,"mlp_bias":true}`, "mlp_bias"},
 		{minimalLlama + `,"rope_scaling":{"rope_type":"longrope","factor":8.0}}`, `rope_scaling type "longrope" not supported`},
 		{minimalLlama + `,"model_type":"mistral","sliding_window":4096,"max_position_embeddings":32768}`, "sliding_window 4096"},

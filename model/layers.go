@@ -87,20 +87,21 @@ func rope(x, cos, sin *Node) *Node {
 // silu(x) = x * sigmoid(x).
 func silu(x *Node) *Node { return Mul(x, Sigmoid(x)) }
 
-// preAttn: h [L, D] -> q [L, H, Dh], k, v [L, KH, Dh] (RMSNorm, projections, RoPE on q and k).
-func preAttn(c Config, h, normW, wq, wk, wv, cos, sin *Node) (q, k, v *Node) {
+// preAttn: h [L, D] -> q [L, H, Dh], k, v [L, KH, Dh] (RMSNorm, projections,
+// their biases when b holds them (bq [H*Dh], bk, bv [KH*Dh]; nil: none), RoPE on q and k).
+func preAttn(c Config, h, normW, wq, wk, wv, cos, sin *Node, b qkvBias) (q, k, v *Node) {
 	L, hd := h.Shape().Dimensions[0], c.HeadDimension()
 	x := rmsNorm(h, normW, c.NormEps)
-	q = Reshape(linear(c, x, wq), L, c.Heads, hd)
-	k = Reshape(linear(c, x, wk), L, c.KVHeads, hd)
-	v = Reshape(linear(c, x, wv), L, c.KVHeads, hd)
+	q = Reshape(addBias(linear(c, x, wq), b.q), L, c.Heads, hd)
+	k = Reshape(addBias(linear(c, x, wk), b.k), L, c.KVHeads, hd)
+	v = Reshape(addBias(linear(c, x, wv), b.v), L, c.KVHeads, hd)
 	return toCompute(c, rope(q, cos, sin)), toCompute(c, rope(k, cos, sin)), toCompute(c, v)
 }
 
 // postAttn: h [L, D], o [L, H*Dh] -> the next layer's input [L, D]
-// (output projection and residual, RMSNorm, SwiGLU MLP and residual).
-func postAttn(c Config, h, o, wo, normW, wg, wu, wd *Node) *Node {
-	h = Add(h, linear(c, o, wo))
+// (output projection, its bias bo [D] unless nil, and residual; RMSNorm, SwiGLU MLP and residual).
+func postAttn(c Config, h, o, wo, bo, normW, wg, wu, wd *Node) *Node {
+	h = Add(h, addBias(linear(c, o, wo), bo))
 	x := rmsNorm(h, normW, c.NormEps)
 	return Add(h, linear(c, Mul(silu(linear(c, x, wg)), linear(c, x, wu)), wd))
 }

@@ -18,7 +18,10 @@ import (
 //	dx = dy W'          dA = s (dy B)^T x          dB = s dy^T (x A^T)
 //
 // so an adapter's gradient costs L x rank x (in + out), not L x in x out.
+// The attention biases (Config.QKVBias, OBias) stay frozen, as PEFT's bias
+// "none" keeps them: they enter the forward and no gradient is formed.
 type LoRAPieces struct {
+	cfg                    Config
 	l                      LoRA
 	merge                  *Exec
 	preVJP, postVJP, headV *Exec
@@ -35,6 +38,7 @@ func NewLoRAPieces(backend compute.Backend, cfg Config, l LoRA) (*LoRAPieces, er
 	}
 	c, s := cfg, l.Scale()
 	lp := &LoRAPieces{
+		cfg:   cfg,
 		l:     l,
 		preT:  l.targetedSuffixes(QProj, KProj, VProj),
 		postT: l.targetedSuffixes(OProj, GateProj, UpProj, DownProj),
@@ -57,11 +61,12 @@ func NewLoRAPieces(backend compute.Backend, cfg Config, l LoRA) (*LoRAPieces, er
 		return []*Node{Add(in[0], MulScalar(ba, s))}
 	})
 	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv, then (a, b) per targeted
-	// projection -> dh, [dnormW], (da, db) per targeted projection.
+	// projection -> dh, [dnormW], (da, db) per targeted projection. The q, k, v
+	// biases add after the projections: the pullback does not read them.
 	lp.preVJP = mk("PreAttnVJPLoRA", func(in []*Node) []*Node {
 		return preAttnBwdLoRA(c, l.TrainNorm, s, lp.preT, in)
 	})
-	// in: h, o, wo, normW, wg, wu, wd, dhNext, then (a, b) per targeted
+	// in: h, o, wo, normW, wg, wu, wd, dhNext, [bo], then (a, b) per targeted
 	// projection -> dh, do, [dnormW], (da, db) per targeted projection.
 	lp.postVJP = mk("PostAttnVJPLoRA", func(in []*Node) []*Node {
 		return postAttnBwdLoRA(c, l.TrainNorm, s, lp.postT, in)
@@ -150,7 +155,14 @@ func (lp *LoRAPieces) PreAttnVJP(p *Params, i int, w LayerWeights, h, cos, sin, 
 // PostAttnVJP pulls dhNext back through layer i's PostAttn (w: merged weights)
 // to h, o and what trains there, by parameter name.
 func (lp *LoRAPieces) PostAttnVJP(p *Params, i int, w LayerWeights, h, o, dhNext *tensors.Tensor) (dh, do *tensors.Tensor, grads map[string]*tensors.Tensor, err error) {
-	args := adapterArgs(p, i, lp.postT, []any{h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down, dhNext})
+	args := []any{h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down, dhNext}
+	if lp.cfg.OBias {
+		if w.OBias == nil {
+			return nil, nil, nil, fmt.Errorf("model: PostAttnVJPLoRA: the config has an o_proj bias and the layer's weights lack it")
+		}
+		args = append(args, w.OBias)
+	}
+	args = adapterArgs(p, i, lp.postT, args)
 	out, err := run(lp.postVJP, 2+lp.gradCount(lp.postT), args...)
 	if err != nil {
 		return nil, nil, nil, err
@@ -217,7 +229,11 @@ func preAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []
 // postAttnBwdLoRA: see LoRAPieces.postVJP.
 func postAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []*Node) []*Node {
 	h, o, wo, normW, wg, wu, wd, dy := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
-	f := postAttnParts(c, h, o, wo, normW, wg, wu)
+	bo, adapters := optional(c.OBias, in, 8), in[8:]
+	if c.OBias {
+		adapters = in[9:]
+	}
+	f := postAttnParts(c, h, o, wo, bo, normW, wg, wu)
 	dh2, dnorm, dg, du := swiGLUBwd(c, f, trainNorm, normW, wg, wu, wd, dy)
 	outs := []*Node{dh2, inputGrad(c, dh2, wo)}
 	if trainNorm {
@@ -225,7 +241,7 @@ func postAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in [
 	}
 	var xT *Node
 	for j, t := range targets {
-		a, b := in[8+2*j], in[9+2*j]
+		a, b := adapters[2*j], adapters[2*j+1]
 		switch t {
 		case OProj:
 			outs = append(outs, loraGrads(c, o, transpose2(o), dh2, a, b, s)...)

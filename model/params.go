@@ -43,8 +43,10 @@ func (p *Params) NumParams() int {
 	return n
 }
 
-// Init makes freshly initialised parameters: norms at 1, every matrix normal with
-// standard deviation std (output projections scaled by 1/sqrt(2*layers), as GPT-2 does).
+// Init makes freshly initialised parameters: norms at 1, biases at 0, every matrix
+// normal with standard deviation std (output projections scaled by 1/sqrt(2*layers),
+// as GPT-2 does). The biases draw nothing, so a model with them has the same
+// matrices as the model without.
 func Init(cfg Config, dtype dtypes.DType, std float64, seed uint64) (*Params, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -65,6 +67,7 @@ func Init(cfg Config, dtype dtypes.DType, std float64, seed uint64) (*Params, er
 		}
 		vals := make([]float64, n)
 		switch {
+		case IsBias(name): // zero, as transformers' _init_weights leaves a Linear's bias
 		case IsNorm(name):
 			for i := range vals {
 				vals[i] = 1

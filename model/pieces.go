@@ -42,14 +42,26 @@ type Pieces struct {
 }
 
 // LayerWeights are one layer's parameters, in the order the pieces take them.
+// The biases are nil in a model without them (Config.QKVBias, Config.OBias).
 type LayerWeights struct {
 	InputNorm, Q, K, V, O, PostNorm, Gate, Up, Down *tensors.Tensor
+	QBias, KBias, VBias, OBias                      *tensors.Tensor
 }
 
 // Layer returns layer i's weights.
 func (p *Params) Layer(i int) LayerWeights {
 	g := func(s string) *tensors.Tensor { return p.Get(LayerParam(i, s)) }
-	return LayerWeights{g(InputNorm), g(QProj), g(KProj), g(VProj), g(OProj), g(PostNorm), g(GateProj), g(UpProj), g(DownProj)}
+	w := LayerWeights{
+		InputNorm: g(InputNorm), Q: g(QProj), K: g(KProj), V: g(VProj), O: g(OProj),
+		PostNorm: g(PostNorm), Gate: g(GateProj), Up: g(UpProj), Down: g(DownProj),
+	}
+	if p.Config.QKVBias {
+		w.QBias, w.KBias, w.VBias = g(QProjBias), g(KProjBias), g(VProjBias)
+	}
+	if p.Config.OBias {
+		w.OBias = g(OProjBias)
+	}
+	return w
 }
 
 // OutputWeight is the head's projection: lm_head, or the embedding when tied.
@@ -80,22 +92,26 @@ func NewPieces(backend compute.Backend, cfg Config) (*Pieces, error) {
 		}
 		return e.WithName(name).SetMaxCache(64)
 	}
-	// in: h, normW, wq, wk, wv, cos, sin
+	// in: h, normW, wq, wk, wv, cos, sin, [bq, bk, bv]
 	p.preAttn = mk("PreAttn", func(in []*Node) []*Node {
-		q, k, v := preAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])
+		var b qkvBias
+		if c.QKVBias {
+			b = qkvBias{in[7], in[8], in[9]}
+		}
+		q, k, v := preAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], b)
 		return []*Node{q, k, v}
 	})
-	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv -> dh, dnormW, dwq, dwk, dwv
+	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv -> dh, dnormW, dwq, dwk, dwv, [dbq, dbk, dbv]
 	p.preAttnVJP = mk("PreAttnVJP", func(in []*Node) []*Node {
 		return preAttnBwd(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9])
 	})
-	// in: h, o, wo, normW, wg, wu, wd
+	// in: h, o, wo, normW, wg, wu, wd, [bo]
 	p.postAttn = mk("PostAttn", func(in []*Node) []*Node {
-		return []*Node{postAttn(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6])}
+		return []*Node{postAttn(c, in[0], in[1], in[2], optional(c.OBias, in, 7), in[3], in[4], in[5], in[6])}
 	})
-	// in: h, o, wo, normW, wg, wu, wd, dhNext -> dh, do, dwo, dnormW, dwg, dwu, dwd
+	// in: h, o, wo, normW, wg, wu, wd, dhNext, [bo] -> dh, do, dwo, dnormW, dwg, dwu, dwd, [dbo]
 	p.postAttnVJP = mk("PostAttnVJP", func(in []*Node) []*Node {
-		return postAttnBwd(c, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7])
+		return postAttnBwd(c, in[0], in[1], in[2], optional(c.OBias, in, 8), in[3], in[4], in[5], in[6], in[7])
 	})
 	// in: h, normW, wout, targets, weight, scale -> loss
 	p.headLoss = mk("Head", func(in []*Node) []*Node {
@@ -194,44 +210,78 @@ func run(e *Exec, want int, args ...any) ([]*tensors.Tensor, error) {
 
 // PreAttn: h [L, D], cos, sin [L, Dh] -> q [L, H, Dh], k, v [L, KH, Dh].
 func (p *Pieces) PreAttn(w LayerWeights, h, cos, sin *tensors.Tensor) (q, k, v *tensors.Tensor, err error) {
-	out, err := run(p.preAttn, 3, h, w.InputNorm, w.Q, w.K, w.V, cos, sin)
+	args, err := p.preAttnArgs(w, h, cos, sin)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	out, err := run(p.preAttn, 3, args...)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	return out[0], out[1], out[2], nil
 }
 
-// PreAttnGrads are the gradients PreAttnVJP returns.
-type PreAttnGrads struct{ H, InputNorm, Q, K, V *tensors.Tensor }
+// PreAttnGrads are the gradients PreAttnVJP returns; the biases' are nil
+// without Config.QKVBias.
+type PreAttnGrads struct {
+	H, InputNorm, Q, K, V *tensors.Tensor
+	QBias, KBias, VBias   *tensors.Tensor
+}
 
-// PreAttnVJP recomputes PreAttn and pulls (dq, dk, dv) back to h and the weights.
+// PreAttnVJP recomputes PreAttn and pulls (dq, dk, dv) back to h and the
+// weights. The biases' gradients do not depend on the biases: w needs none.
 func (p *Pieces) PreAttnVJP(w LayerWeights, h, cos, sin, dq, dk, dv *tensors.Tensor) (PreAttnGrads, error) {
-	out, err := run(p.preAttnVJP, 5, h, w.InputNorm, w.Q, w.K, w.V, cos, sin, dq, dk, dv)
+	want := 5
+	if p.cfg.QKVBias {
+		want = 8
+	}
+	out, err := run(p.preAttnVJP, want, h, w.InputNorm, w.Q, w.K, w.V, cos, sin, dq, dk, dv)
 	if err != nil {
 		return PreAttnGrads{}, err
 	}
-	return PreAttnGrads{out[0], out[1], out[2], out[3], out[4]}, nil
+	g := PreAttnGrads{H: out[0], InputNorm: out[1], Q: out[2], K: out[3], V: out[4]}
+	if p.cfg.QKVBias {
+		g.QBias, g.KBias, g.VBias = out[5], out[6], out[7]
+	}
+	return g, nil
 }
 
 // PostAttn: h [L, D], o [L, H*Dh] -> next layer input [L, D].
 func (p *Pieces) PostAttn(w LayerWeights, h, o *tensors.Tensor) (*tensors.Tensor, error) {
-	out, err := run(p.postAttn, 1, h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down)
+	args, err := p.withOBias(w, []any{h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down})
+	if err != nil {
+		return nil, err
+	}
+	out, err := run(p.postAttn, 1, args...)
 	if err != nil {
 		return nil, err
 	}
 	return out[0], nil
 }
 
-// PostAttnGrads are the gradients PostAttnVJP returns.
-type PostAttnGrads struct{ H, O, OProj, PostNorm, Gate, Up, Down *tensors.Tensor }
+// PostAttnGrads are the gradients PostAttnVJP returns; OBias is nil without
+// Config.OBias.
+type PostAttnGrads struct{ H, O, OProj, PostNorm, Gate, Up, Down, OBias *tensors.Tensor }
 
 // PostAttnVJP recomputes PostAttn and pulls dhNext back to h, o and the weights.
 func (p *Pieces) PostAttnVJP(w LayerWeights, h, o, dhNext *tensors.Tensor) (PostAttnGrads, error) {
-	out, err := run(p.postAttnVJP, 7, h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down, dhNext)
+	args, err := p.withOBias(w, []any{h, o, w.O, w.PostNorm, w.Gate, w.Up, w.Down, dhNext})
 	if err != nil {
 		return PostAttnGrads{}, err
 	}
-	return PostAttnGrads{out[0], out[1], out[2], out[3], out[4], out[5], out[6]}, nil
+	want := 7
+	if p.cfg.OBias {
+		want = 8
+	}
+	out, err := run(p.postAttnVJP, want, args...)
+	if err != nil {
+		return PostAttnGrads{}, err
+	}
+	g := PostAttnGrads{out[0], out[1], out[2], out[3], out[4], out[5], out[6], nil}
+	if p.cfg.OBias {
+		g.OBias = out[7]
+	}
+	return g, nil
 }
 
 // Attend is the attention a layer hands its q [L, H, Dh], k, v [L, KH, Dh] to,

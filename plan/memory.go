@@ -39,7 +39,14 @@ func NumParams(m model.Config) int64 {
 func layerParams(m model.Config) int64 {
 	d, hd := int64(m.Dim), int64(m.HeadDimension())
 	q, kv := int64(m.Heads)*hd, int64(m.KVHeads)*hd
-	return 2*d + d*q + 2*d*kv + q*d + 3*d*int64(m.MLPDim)
+	n := 2*d + d*q + 2*d*kv + q*d + 3*d*int64(m.MLPDim)
+	if m.QKVBias {
+		n += q + 2*kv
+	}
+	if m.OBias {
+		n += d
+	}
+	return n
 }
 
 // shape is the per-worker geometry of a step.

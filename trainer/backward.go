@@ -192,7 +192,11 @@ func (e *Engine) layerBackward(ctx context.Context, l int, saved []*tensors.Tens
 		model.OProj: post.OProj, model.PostNorm: post.PostNorm, model.GateProj: post.Gate,
 		model.UpProj: post.Up, model.DownProj: post.Down, model.InputNorm: pre.InputNorm,
 		model.QProj: pre.Q, model.KProj: pre.K, model.VProj: pre.V,
+		model.QProjBias: pre.QBias, model.KProjBias: pre.KBias, model.VProjBias: pre.VBias, model.OProjBias: post.OBias,
 	} {
+		if g == nil { // a bias the model does not have
+			continue
+		}
 		if err := e.add(grads, model.LayerParam(l, suffix), g); err != nil {
 			return nil, err
 		}

@@ -61,6 +61,7 @@ func packedBatch(rng *rand.Rand, vocab int, lengths ...int) data.Batch {
 // referenceLoss is the whole model as one plain graph, written independently of the
 // pieces: one-hot embedding, RMSNorm, rotary embedding by explicit pairs, naive
 // attention with an explicit [L, L] mask, SwiGLU, mean cross-entropy over targets.
+// A projection adds its bias when names has one (Qwen2's q, k, v; attention_bias's o).
 func referenceLoss(c model.Config, names []string, params []*Node, tokens, targets, weight, mask, cos, sin *Node) *Node {
 	P := map[string]*Node{}
 	for i, n := range names {
@@ -85,10 +86,17 @@ func referenceLoss(c model.Config, names []string, params []*Node, tokens, targe
 	g := c.Heads / c.KVHeads
 	for l := range c.Layers {
 		w := func(s string) *Node { return P[model.LayerParam(l, s)] }
+		proj := func(x *Node, weight, bias string) *Node {
+			y := lin(x, w(weight))
+			if b, ok := P[model.LayerParam(l, bias)]; ok {
+				y = Add(y, ExpandAxes(b, 0))
+			}
+			return y
+		}
 		x := norm(h, w(model.InputNorm))
-		q := rot(lin(x, w(model.QProj)), c.Heads)
-		k := rot(lin(x, w(model.KProj)), c.KVHeads)
-		v := Reshape(lin(x, w(model.VProj)), L, c.KVHeads, hd)
+		q := rot(proj(x, model.QProj, model.QProjBias), c.Heads)
+		k := rot(proj(x, model.KProj, model.KProjBias), c.KVHeads)
+		v := Reshape(proj(x, model.VProj, model.VProjBias), L, c.KVHeads, hd)
 		var heads []*Node
 		for hh := range c.Heads {
 			qh := Reshape(Slice(q, AxisRange(), AxisRange(hh, hh+1), AxisRange()), L, hd)
@@ -98,7 +106,7 @@ func referenceLoss(c model.Config, names []string, params []*Node, tokens, targe
 			s = Where(mask, s, Scalar(h.Graph(), dt, -1e30))
 			heads = append(heads, Einsum("ij,jd->id", Softmax(s, -1), vh))
 		}
-		h = Add(h, lin(Concatenate(heads, 1), w(model.OProj)))
+		h = Add(h, proj(Concatenate(heads, 1), model.OProj, model.OProjBias))
 		x = norm(h, w(model.PostNorm))
 		gate := lin(x, w(model.GateProj))
 		h = Add(h, lin(Mul(Mul(gate, Sigmoid(gate)), lin(x, w(model.UpProj))), w(model.DownProj)))
@@ -111,6 +119,22 @@ func referenceLoss(c model.Config, names []string, params []*Node, tokens, targe
 	logp := LogSoftmax(logits, -1)
 	nll := Neg(ReduceSum(Mul(logp, OneHot(targets, c.Vocab, dt)), -1))
 	return Div(ReduceAllSum(Mul(nll, weight)), ReduceAllSum(weight))
+}
+
+// randomizeBiases gives every bias random values: Init makes them zero, which
+// would let a forward that drops them pass.
+func randomizeBiases(p *model.Params, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	for _, n := range p.Names() {
+		if model.IsBias(n) {
+			t := p.T[n]
+			v := make([]float64, t.Size())
+			for i := range v {
+				v[i] = rng.NormFloat64() * 0.3
+			}
+			p.T[n] = host.FromFloat64(p.DType, v, t.Shape().Dimensions...)
+		}
+	}
 }
 
 func refInputs(c model.Config, b data.Batch) (mask, cos, sin *tensors.Tensor) {
@@ -155,27 +179,34 @@ func TestGradientsMatchFloat64Reference(t *testing.T) {
 		tied  bool
 		keep  bool         // recompute: except_attention
 		mixed dtypes.DType // Config.Compute: bf16 mixed precision over float32 weights
+		qkvB  bool         // q, k, v biases (Qwen2)
+		oB    bool         // and o's (Llama's attention_bias)
 	}{
-		{"float64", dtypes.Float64, 1e-9, false, false, 0},
-		{"float64 tied", dtypes.Float64, 1e-9, true, false, 0},
-		{"float64 keep attention", dtypes.Float64, 1e-9, false, true, 0},
-		{"float32", dtypes.Float32, 1e-4, false, false, 0},
+		{"float64", dtypes.Float64, 1e-9, false, false, 0, false, false},
+		{"float64 tied", dtypes.Float64, 1e-9, true, false, 0, false, false},
+		{"float64 keep attention", dtypes.Float64, 1e-9, false, true, 0, false, false},
+		{"float32", dtypes.Float32, 1e-4, false, false, 0, false, false},
 		// bf16 keeps 8 bits of mantissa: each rounded operand is off by up to 2^-9
 		// relative, and a gradient of this 2-layer model passes through some 10-20
 		// rounded products (measured: 3-6% at worst, max-abs error over max-abs).
-		{"bfloat16 mixed", dtypes.Float32, 8e-2, false, false, dtypes.BFloat16},
-		{"bfloat16 mixed tied keep attention", dtypes.Float32, 8e-2, true, true, dtypes.BFloat16},
+		{"bfloat16 mixed", dtypes.Float32, 8e-2, false, false, dtypes.BFloat16, false, false},
+		{"bfloat16 mixed tied keep attention", dtypes.Float32, 8e-2, true, true, dtypes.BFloat16, false, false},
+		{"float64 qwen2 biases", dtypes.Float64, 1e-9, true, false, 0, true, false},
+		{"float64 attention_bias keep attention", dtypes.Float64, 1e-9, false, true, 0, true, true},
+		{"float32 qwen2 biases", dtypes.Float32, 1e-4, false, false, 0, true, false},
+		{"bfloat16 mixed attention_bias", dtypes.Float32, 8e-2, false, false, dtypes.BFloat16, true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := model.Config{Vocab: 32, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, MLPDim: 48,
-				RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: tc.tied, Compute: tc.mixed}
+				RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: tc.tied, Compute: tc.mixed, QKVBias: tc.qkvB, OBias: tc.oB}
 			rng := rand.New(rand.NewPCG(7, 7))
 			b := packedBatch(rng, cfg.Vocab, 11, 13, 7) // three documents in one sequence
 			ref64, err := model.Init(cfg, dtypes.Float64, 0.3, 3)
 			if err != nil {
 				t.Fatal(err)
 			}
+			randomizeBiases(ref64, 4)
 			names := cfg.ParamNames()
 			params := &model.Params{Config: cfg, DType: tc.dtype, T: map[string]*tensors.Tensor{}}
 			for _, n := range names {

@@ -48,17 +48,20 @@ func TestLoRAGradientsMatchFloat64Reference(t *testing.T) {
 		tied, keep   bool
 		targets      []string
 		embed, norms bool
+		qkvB, oB     bool // frozen attention biases (Qwen2's; Llama's attention_bias)
 	}{
-		{"float64 every target, embed and norms", dtypes.Float64, 1e-9, false, false, all, true, true},
-		{"float64 q and v only", dtypes.Float64, 1e-9, false, false, []string{"v", "q"}, false, false},
-		{"float64 tied, embed trains", dtypes.Float64, 1e-9, true, false, []string{"o", "down", "gate"}, true, false},
-		{"float64 keep attention, norms", dtypes.Float64, 1e-9, false, true, []string{"k", "up"}, false, true},
-		{"float32", dtypes.Float32, 1e-4, false, false, all, true, true},
+		{"float64 every target, embed and norms", dtypes.Float64, 1e-9, false, false, all, true, true, false, false},
+		{"float64 q and v only", dtypes.Float64, 1e-9, false, false, []string{"v", "q"}, false, false, false, false},
+		{"float64 tied, embed trains", dtypes.Float64, 1e-9, true, false, []string{"o", "down", "gate"}, true, false, false, false},
+		{"float64 keep attention, norms", dtypes.Float64, 1e-9, false, true, []string{"k", "up"}, false, true, false, false},
+		{"float32", dtypes.Float32, 1e-4, false, false, all, true, true, false, false},
+		{"float64 qwen2 biases, every target, norms", dtypes.Float64, 1e-9, true, false, all, false, true, true, false},
+		{"float64 attention_bias, q and o", dtypes.Float64, 1e-9, false, false, []string{"q", "o"}, false, false, true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := model.Config{Vocab: 32, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, MLPDim: 48,
-				RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: tc.tied}
+				RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: tc.tied, QKVBias: tc.qkvB, OBias: tc.oB}
 			lora := model.LoRA{Rank: 4, Alpha: 6, Targets: tc.targets, TrainEmbed: tc.embed, TrainNorm: tc.norms}
 			rng := rand.New(rand.NewPCG(7, 7))
 			b := packedBatch(rng, cfg.Vocab, 11, 13, 7)
@@ -66,6 +69,7 @@ func TestLoRAGradientsMatchFloat64Reference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			randomizeBiases(ref64, 4)
 			if err := model.AddLoRA(ref64, lora, 5); err != nil {
 				t.Fatal(err)
 			}

@@ -49,6 +49,8 @@ func (t *Trainer) decays(name string) bool {
 		return t.Config.DecayNorms
 	case model.IsEmbedding(name):
 		return t.Config.DecayEmbeddings
+	case model.IsBias(name): // as Hugging Face's Trainer: biases take no weight decay
+		return false
 	}
 	return true
 }

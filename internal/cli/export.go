@@ -97,7 +97,7 @@ func newExportCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "hf", "hf: a Hugging Face LlamaForCausalLM folder, LoRA adapters merged into the weights | peft: adapter_config.json + adapter_model.safetensors")
+	cmd.Flags().StringVar(&format, "format", "hf", "hf: a Hugging Face model folder (LlamaForCausalLM, or Qwen2ForCausalLM for a model with q/k/v biases), LoRA adapters merged into the weights | peft: adapter_config.json + adapter_model.safetensors")
 	cmd.Flags().StringVar(&base, "base-model", "", "peft: base_model_name_or_path to record (the folder or hub name of the base model)")
 	cmd.Flags().StringVar(&out, "out", "", "the folder to write")
 	cmd.Flags().StringVar(&dtype, "dtype", "float32", "float32 | bfloat16 | float16")
