@@ -41,7 +41,8 @@ type Config struct {
 	RopeScaling *model.RopeScaling
 
 	Sources    []data.SourceConfig
-	Tokenizer  string
+	Tokenizer  string // byte, or a tokenizer.json or a model folder holding one (data.NewTokenizer)
+	TokenCache string // the token cache's folder (data.TokenCache); "": none
 	SeqLen     int
 	Shuffle    bool
 	Interleave int

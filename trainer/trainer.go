@@ -30,6 +30,9 @@ type StepStats struct {
 	// In a parallel job (this worker's figures):
 	CommWaitSeconds float64 `json:"comm_wait_seconds,omitempty"` // blocked on communication
 	BytesSent       int64   `json:"bytes_sent,omitempty"`        // sent to other workers
+	// DataWaitSeconds is the time the step waited for its batches: reading
+	// and tokenizing what was not ready ahead.
+	DataWaitSeconds float64 `json:"data_wait_seconds"`
 	// Checkpoint is the checkpoint this step started writing (in the background), if any.
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Memory     Memory `json:"memory"`
@@ -85,7 +88,11 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trainer: %w", err)
 	}
-	params, err := loadParams(c)
+	tok, err := data.NewTokenizer(c.Tokenizer)
+	if err != nil {
+		return nil, err
+	}
+	params, err := loadParams(c, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +107,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			return nil, err
 		}
 	}
-	loader, err := openData(c)
+	loader, err := openData(c, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +170,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	return t, nil
 }
 
-func loadParams(c Config) (*model.Params, error) {
+func loadParams(c Config, tok data.Tokenizer) (*model.Params, error) {
 	var p *model.Params
 	var err error
 	if c.From != "" {
@@ -185,27 +192,27 @@ func loadParams(c Config) (*model.Params, error) {
 			return nil, fmt.Errorf("trainer: lora: %w", err)
 		}
 	}
-	tok, err := data.NewTokenizer(c.Tokenizer)
-	if err != nil {
-		return nil, err
-	}
 	if tok.VocabSize() > p.Config.Vocab {
 		return nil, fmt.Errorf("trainer: tokenizer %s has %d tokens but the model's vocabulary is %d", tok.Name(), tok.VocabSize(), p.Config.Vocab)
 	}
 	return p, nil
 }
 
-func openData(c Config) (*data.Loader, error) {
+// openData opens the training documents, tokenized ahead of the step (a few
+// documents per lane, on every core) through the token cache.
+func openData(c Config, tok data.Tokenizer) (*data.Loader, error) {
 	corpus, _, err := data.OpenSplit(c.Sources, c.Heldout, c.Seed) // the held-out documents are eval's
 	if err != nil {
 		return nil, err
 	}
-	tok, err := data.NewTokenizer(c.Tokenizer)
-	if err != nil {
-		return nil, err
-	}
-	return data.NewLoader(corpus, tok, data.LoaderConfig{SeqLen: c.SeqLen, Shuffle: c.Shuffle, Seed: c.Seed, Lanes: c.Interleave, Whole: c.WholeDocs})
+	return data.NewLoader(corpus, tok, data.LoaderConfig{
+		SeqLen: c.SeqLen, Shuffle: c.Shuffle, Seed: c.Seed, Lanes: c.Interleave, Whole: c.WholeDocs,
+		Prefetch: prefetchDocs, TokenCache: c.TokenCache,
+	})
 }
+
+// prefetchDocs is how many documents each lane tokenizes ahead.
+const prefetchDocs = 4
 
 // StepNum is the number of optimizer steps taken.
 func (t *Trainer) StepNum() int { return t.step }
@@ -224,6 +231,7 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	if err != nil {
 		return StepStats{}, fmt.Errorf("step %d: %w", t.step+1, err)
 	}
+	dataWait := time.Since(start).Seconds()
 	// Attention: inside each layer, K/V blocks go round the ring (or Ulysses'
 	// all-to-all) in the forward; in backward again to recompute the layer's
 	// attention (memory.recompute: layer), and once more with their gradients.
@@ -248,7 +256,9 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	}
 	t.step++
 	t.tokens += int64(targets)
-	return t.stats(time.Since(start).Seconds(), wait0, sent0, loss, lr, norm, targets), nil
+	s := t.stats(time.Since(start).Seconds(), wait0, sent0, loss, lr, norm, targets)
+	s.DataWaitSeconds = dataWait
+	return s, nil
 }
 
 // stats is the metrics line of the step just taken.
