@@ -2,6 +2,7 @@ package data
 
 import (
 	"fmt"
+	"os"
 	"unicode/utf8"
 )
 
@@ -19,13 +20,18 @@ type Tokenizer interface {
 	Name() string
 }
 
-// NewTokenizer returns the tokenizer with the given name: "byte".
-func NewTokenizer(name string) (Tokenizer, error) {
-	switch name {
-	case "byte":
+// NewTokenizer returns the tokenizer spec names: "byte", or a Hugging Face
+// tokenizer.json (a file, or a model folder holding one; see package
+// tokenizer), which puts the BOS (and EOS, where its files say) around every
+// document as Hugging Face's add_special_tokens does.
+func NewTokenizer(spec string) (Tokenizer, error) {
+	if spec == "byte" {
 		return ByteTokenizer{}, nil
 	}
-	return nil, fmt.Errorf("data: unknown tokenizer %q (known: byte)", name)
+	if _, err := os.Stat(spec); err != nil {
+		return nil, fmt.Errorf("data: tokenizer %q: not \"byte\", and not a tokenizer.json or a model folder: %w", spec, err)
+	}
+	return loadHF(spec)
 }
 
 // ByteTokenizer is the identity on bytes: vocabulary 256, id = byte value.

@@ -76,6 +76,7 @@ func (t *Trainer) SnapshotInto(reuse *checkpoint.Snapshot) (*checkpoint.Snapshot
 		Step: t.step, TokensSeen: t.tokens, Cursor: cursor, RNG: rng, RecipeHash: t.Config.RecipeHash, World: w,
 		Params: params, Optim: opt,
 		OptimMeta: map[string]string{"type": "adamw", "steps": strconv.Itoa(t.opt.Steps())},
+		Files:     t.tokenizerFiles(),
 	}, nil
 }
 

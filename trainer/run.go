@@ -117,6 +117,11 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	if err := model.SaveHF(dir.Final(), final, ""); err != nil {
 		return fmt.Errorf("save final model: %w", err)
 	}
+	for name, b := range t.tokenizerFiles() { // so that the folder loads with its tokenizer
+		if err := os.WriteFile(filepath.Join(dir.Final(), name), b, 0o644); err != nil {
+			return fmt.Errorf("save final model: %w", err)
+		}
+	}
 	return nil
 }
 

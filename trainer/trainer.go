@@ -57,6 +57,7 @@ type Trainer struct {
 	Params *model.Params
 
 	backend *device.Backend
+	tok     data.Tokenizer
 	loader  *data.Loader
 	opt     optim.Optimizer    // what checkpoints read and restore: one of the two below
 	hostOpt *optim.AdamW       // on the CPU backend: Go loops over the tensors' memory
@@ -149,6 +150,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 		},
 		dist:        d,
 		backend:     backend,
+		tok:         tok,
 		loader:      loader,
 		grads:       NewGrads(params),
 		order:       params.Trainable(),
@@ -353,6 +355,15 @@ func (t *Trainer) accumulate(ctx context.Context, micro []data.Batch, targets in
 		}
 	}
 	return loss, nil
+}
+
+// tokenizerFiles are the files of the run's tokenizer that its checkpoints and
+// final model carry (a Hugging Face tokenizer's; none for bytes).
+func (t *Trainer) tokenizerFiles() map[string][]byte {
+	if f, ok := t.tok.(data.FileTokenizer); ok {
+		return f.Files()
+	}
+	return nil
 }
 
 // Close removes what the trainer keeps on disk (offload spill files).

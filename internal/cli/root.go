@@ -37,5 +37,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newEvalCmd(), newGenerateCmd())
 	root.AddCommand(newLaunchCmd())
 	root.AddCommand(newGPUsCmd())
+	root.AddCommand(newTokenizeCmd())
 	return root
 }
