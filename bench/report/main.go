@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -38,6 +39,7 @@ func main() {
 	var par []parRow
 	var ckpts []ckptRow
 	var offloads []offloadRow
+	var toks []tokRow
 	var peakTorus, peakTorch float64
 	var machine []row
 	sc := bufio.NewScanner(os.Stdin)
@@ -51,6 +53,13 @@ func main() {
 			var o offloadRow
 			if err := json.Unmarshal([]byte(line), &o); err == nil {
 				offloads = append(offloads, o)
+			}
+			continue
+		}
+		if strings.Contains(line, `"impl":"torus-tokenizer"`) || strings.Contains(line, `"impl":"torus-tokenized"`) {
+			var r tokRow
+			if err := json.Unmarshal([]byte(line), &r); err == nil {
+				toks = append(toks, r)
 			}
 			continue
 		}
@@ -201,6 +210,7 @@ func main() {
 		fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: |")
 		fmt.Printf("| %v | %v | %.3f | %.0f | %.0f | %.2f |\n", c.Without, c.With, c.StepRatio, c.SaveBps/1e6, c.PlainBps/1e6, c.TputRatio)
 	}
+	printTokenizers(toks)
 	fmt.Println("\n\nMachine state:")
 	for _, m := range machine {
 		fmt.Printf("  %-12s %s  load %s  %d cores  %.1f GiB available\n", m.Phase, m.CPU, m.LoadAvg, m.NProc, float64(m.MemKiB)/(1<<20))
@@ -254,4 +264,60 @@ type offloadRow struct {
 	Memory  struct {
 		Activations int64 `json:"activations_peak"`
 	} `json:"memory"`
+}
+
+type tokRow struct {
+	Impl      string  `json:"impl"`
+	Tokenizer string  `json:"tokenizer"`
+	Status    string  `json:"status"`
+	MBps      float64 `json:"mb_per_s"`
+	PerByte   float64 `json:"tokens_per_byte"`
+	Bytes     int64   `json:"bytes"`
+	SeqLen    int     `json:"seq_len"`
+	Step      float64 `json:"step_seconds_median"`
+	DataWait  float64 `json:"data_wait_seconds_median"`
+	WaitShare float64 `json:"data_wait_fraction"`
+}
+
+// printTokenizers: each tokenizer's throughput on Go source (one core, beside
+// the byte tokenizer's, measured in the same run), and the training step that
+// tokenizes as it goes, with the share of it spent waiting for data.
+func printTokenizers(rows []tokRow) {
+	if len(rows) == 0 {
+		return
+	}
+	var byteRate float64
+	for _, r := range rows {
+		if r.Impl == "torus-tokenizer" && r.Tokenizer == "byte" {
+			byteRate = r.MBps
+		}
+	}
+	fmt.Println("\n\nTokenizers on Go source ($GOROOT/src), one core:")
+	fmt.Println("| tokenizer | MB/s | tokens per byte | MB/s over the byte tokenizer's |")
+	fmt.Println("| --- | ---: | ---: | ---: |")
+	for _, r := range rows {
+		if r.Impl != "torus-tokenizer" || r.Status != "ok" {
+			continue
+		}
+		ratio := "n/a"
+		if byteRate > 0 {
+			ratio = fmt.Sprintf("%.2fx", r.MBps/byteRate)
+		}
+		fmt.Printf("| %s | %.1f | %.3f | %s |\n", tokName(r.Tokenizer), r.MBps, r.PerByte, ratio)
+	}
+	for _, r := range rows {
+		if r.Impl == "torus-tokenized" && r.Status == "ok" {
+			fmt.Printf("\nA training step tokenizing Go source with %s as it runs (seq_len %d): %.3f s/step, waiting for data %.4f s (%.3f%% of the step; target < 1%%)\n",
+				tokName(r.Tokenizer), r.SeqLen, r.Step, r.DataWait, 100*r.WaitShare)
+		}
+	}
+}
+
+// tokName is a tokenizer path as a reader knows it: the folder the files are
+// in, not "models" or "tokenizer.json".
+func tokName(path string) string {
+	for base := filepath.Base(path); base == "models" || base == "tokenizer.json"; base = filepath.Base(path) {
+		path = filepath.Dir(path)
+	}
+	return filepath.Base(path)
 }

@@ -54,11 +54,12 @@ func main() {
 		accum   = flag.Int("grad-accum", 1, "sequences (micro-batches) per optimizer step")
 		attn    = flag.String("attention", "auto", "attention.kernel: auto (cuDNN's fused kernel on cuda in bfloat16, the mask being plain causal) | blockwise")
 		devRes  = flag.Bool("device-resident", false, "run the step as on a GPU (compiled embedding, gradient sums, clipping, AdamW) on the CPU backend too; always so on cuda")
+		tokName = flag.String("tokenizer", "byte", "data.tokenizer: byte (random bytes as data) | a tokenizer.json or model folder (then the data is $GOROOT/src's Go files, tokenized as the step runs, and the vocabulary the tokenizer's)")
 		budget  = flag.Float64("budget-s", 0, "step mode: time fewer steps (at least one) when the next would end more than this many seconds after the start (0: no limit)")
 	)
 	flag.Parse()
 	offloadMode, implName, memoryLimitMiB = *offload, *impl, *memLim
-	bench = benchOpts{backend: *backend, preset: *preset, dtype: *dtype, gradAccum: *accum, blockwise: *attn == "blockwise", deviceResident: *devRes}
+	bench = benchOpts{backend: *backend, preset: *preset, dtype: *dtype, gradAccum: *accum, blockwise: *attn == "blockwise", deviceResident: *devRes, tokenizer: *tokName}
 	budgetSeconds = *budget
 	m, err := presetModel(*preset)
 	if err == nil {
@@ -84,6 +85,8 @@ func main() {
 		err = runParallel(*wprocs, *cores, *single, *recomp, *balance, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	case "ckpt":
 		err = runCkpt(*recomp, *seqLen, 6, *steps, *blockQ, *blockK, *layers, *ckptDir)
+	case "tokenizer":
+		err = runTokenizer(*tokName)
 	case "worker":
 		err = runWorker(*rank, *result, *recomp, *balance, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	default:
@@ -122,11 +125,13 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 	defer gpu.stop()
 	var mem trainer.Memory
 	var losses []float64 // every step's, the warm-up's first
+	var dataWaits []float64
 	step := func() (float64, error) {
 		st, err := t.Step(context.Background())
 		mem = st.Memory
 		if err == nil {
 			losses = append(losses, st.Loss)
+			dataWaits = append(dataWaits, st.DataWaitSeconds)
 		}
 		gpu.sample()
 		return st.StepSeconds, err
@@ -191,6 +196,8 @@ func run(mode, recompute string, seqLen, steps, warmup, blockQ, blockK, layers i
 		"status": "ok", "offload": cfg.Offload, "memory": mem,
 		"mfu": nil, "peak_flops": nil, "peak_from": peakFrom,
 		"device_memory_peak_bytes": nil,
+		"tokenizer":                bench.tokenizer, "data_wait_seconds_median": median(dataWaits[warmup:]),
+		"data_wait_fraction": median(dataWaits[warmup:]) / med,
 	}
 	if peak > 0 {
 		out["mfu"], out["peak_flops"] = flops/med/peak, peak
@@ -212,9 +219,10 @@ type benchOpts struct {
 	gradAccum      int    // --grad-accum
 	blockwise      bool   // --attention blockwise
 	deviceResident bool   // --device-resident
+	tokenizer      string // --tokenizer
 }
 
-var bench = benchOpts{backend: "cpu", preset: "reference", dtype: "float32", gradAccum: 1}
+var bench = benchOpts{backend: "cpu", preset: "reference", dtype: "float32", gradAccum: 1, tokenizer: "byte"}
 
 // attention is --attention's value.
 func (o benchOpts) attention() string {
@@ -280,6 +288,16 @@ func benchConfig(recompute string, seqLen, steps, warmup, blockQ, blockK, layers
 		cleanup()
 		return trainer.Config{}, nil, err
 	}
+	src, tokName := []data.SourceConfig{{Type: "text_file", Path: path}}, "byte"
+	if bench.tokenizer != "byte" { // real text through a real tokenizer, tokenized as the steps run
+		tok, err := data.NewTokenizer(bench.tokenizer)
+		if err != nil {
+			cleanup()
+			return trainer.Config{}, nil, err
+		}
+		m.Vocab = max(m.Vocab, tok.VocabSize())
+		src, tokName = []data.SourceConfig{{Type: "text_dir", Path: "$GOROOT/src", Include: []string{"*.go"}, Exclude: []string{"testdata"}}}, bench.tokenizer
+	}
 	// The preset model, fresh, with the recipe defaults for everything else.
 	cfg := trainer.Config{
 		Seed:           1,
@@ -288,8 +306,8 @@ func benchConfig(recompute string, seqLen, steps, warmup, blockQ, blockK, layers
 		DType:          dtypes.Float32, // master weights, gradients and AdamW state
 		Compute:        compute,
 		InitStd:        0.02,
-		Sources:        []data.SourceConfig{{Type: "text_file", Path: path}},
-		Tokenizer:      "byte",
+		Sources:        src,
+		Tokenizer:      tokName,
 		SeqLen:         seqLen,
 		Interleave:     1,
 		AttnBlockQ:     blockQ,
