@@ -10,12 +10,19 @@ import (
 // SourceConfig is one data source; the fields are those of the recipe's
 // data.sources entries.
 type SourceConfig struct {
-	Type    string   // text_file | text_dir | jsonl | sft (sft.go) | passkey (passkey.go)
-	Path    string   // $VAR and ${VAR} are expanded; $GOROOT falls back to `go env GOROOT`; passkey: unused
-	Include []string // text_dir: globs on the file's base name (filepath.Match); empty: all files
+	Type    string   // text_file | text_dir | jsonl | sft (sft.go) | parquet (parquet.go) | passkey (passkey.go)
+	Path    string   // $VAR and ${VAR} are expanded; $GOROOT falls back to `go env GOROOT`; passkey: unused; jsonl, sft: *.gz and *.zst are decompressed (compress.go)
+	Include []string // text_dir, parquet folder: globs on the file's base name (filepath.Match); empty: all files (parquet: *.parquet)
 	Exclude []string // text_dir: globs on directory base names skipped, with all below them, at any depth; other types: only checked
 	DocPer  string   // text_dir: file (default) | directory (a directory's files, concatenated)
 	Field   string   // jsonl: the string field holding the text (default "text")
+	Column  string   // parquet: the string column holding the text (default "text")
+
+	// ChatTemplate, for sft: when its Text is set, records are rendered
+	// through it (chat.go) rather than with the fixed "### Role:" template.
+	// LoadChatTemplate reads one from a model folder, a tokenizer_config.json
+	// or a .jinja file.
+	ChatTemplate ChatTemplate
 
 	// passkey: Count samples, each of a length (in bytes, so byte-tokenizer
 	// tokens) drawn uniformly from [MinLen, MaxLen], where 0 stands for
@@ -37,21 +44,27 @@ const (
 	kindLine                   // the JSON line at [off, off+size) of path, field field
 	kindSFT                    // the sft record at [off, off+size) of path
 	kindPasskey                // a synthetic passkey sample
+	kindParquet                // row row of a parquet file, its page pq
 )
 
 // DocRef names one document of a Corpus and says where its text is; the text
 // itself is read only by Corpus.Read (or a Loader).
 type DocRef struct {
 	Source int    // index of its source in the slice given to OpenCorpus
-	Name   string // file path, directory path ending in "/", "file.jsonl:17", or "passkey[2]:17" (source 2, sample 17)
+	Name   string // file path, directory path ending in "/", "file.jsonl:17", "file.parquet[17]" (row 17 from 0), or "passkey[2]:17" (source 2, sample 17)
 
 	kind  docKind
-	path  string   // the file, the directory, or the JSONL file
-	files []string // kindDir: the directory's matching files, sorted
-	off   int64    // kindLine, kindSFT: byte offset of the line
-	size  int      // kindLine, kindSFT: byte length of the line, without its newline
-	line  int      // kindLine, kindSFT: 1-based line number
-	field string   // kindLine: the text field
+	path  string        // the file, the directory, or the JSONL file
+	files []string      // kindDir: the directory's matching files, sorted
+	off   int64         // kindLine, kindSFT: byte offset of the line
+	size  int           // kindLine, kindSFT: byte length of the line, without its newline
+	line  int           // kindLine, kindSFT: 1-based line number
+	field string        // kindLine: the text field
+	spill *spill        // kindLine, kindSFT of a compressed file: the copy off indexes; nil: the file itself
+	chat  *chatTemplate // kindSFT: the template to render with; nil: the fixed one
+
+	pq  *pqPage // kindParquet: the page holding the row
+	row int64   // kindParquet: the row, from 0 in its file
 
 	sample passkeySample // kindPasskey
 }
@@ -68,7 +81,8 @@ type Corpus struct {
 // file, JSONL lines without a non-empty string field and bad sft records are
 // errors that name the path (and line and key). It reads JSONL and sft files
 // once to index their lines; it does not read other files. A passkey source
-// lists its samples without making them.
+// lists its samples without making them. A parquet source reads its text
+// column once, page by page, to index its rows.
 func OpenCorpus(srcs []SourceConfig) (*Corpus, error) {
 	c := &Corpus{}
 	for i, s := range srcs {
@@ -101,6 +115,11 @@ func openSource(s SourceConfig, src int) ([]DocRef, error) {
 			return nil, fmt.Errorf("%s: exclude %q: %w", path, g, err)
 		}
 	}
+	for _, g := range s.Include {
+		if _, err := filepath.Match(g, ""); err != nil {
+			return nil, fmt.Errorf("%s: include %q: %w", path, g, err)
+		}
+	}
 	switch s.Type {
 	case "text_file":
 		return listTextFile(path)
@@ -109,9 +128,17 @@ func openSource(s SourceConfig, src int) ([]DocRef, error) {
 	case "jsonl":
 		return listJSONL(path, s.Field)
 	case "sft":
-		return listSFT(path)
+		var chat *chatTemplate
+		if s.ChatTemplate.Text != "" {
+			if chat, err = compileChatTemplate(s.ChatTemplate); err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		return listSFT(path, chat)
+	case "parquet":
+		return listParquet(path, s.Include, s.Column)
 	}
-	return nil, fmt.Errorf("%s: unknown source type %q (want text_file, text_dir, jsonl, sft or passkey)", path, s.Type)
+	return nil, fmt.Errorf("%s: unknown source type %q (want text_file, text_dir, jsonl, sft, parquet or passkey)", path, s.Type)
 }
 
 // listTextFile makes the file at path one document.
@@ -174,6 +201,8 @@ func (d *DocRef) spans() ([]Span, error) {
 		if text, err = readLine(d); err == nil {
 			return d.sftSpans(text)
 		}
+	case kindParquet:
+		text, err = d.parquetText()
 	case kindPasskey:
 		text = d.sample.text()
 	}

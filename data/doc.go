@@ -5,13 +5,16 @@
 //
 //   - Tokenizer (tokenizer.go): text to token ids and back. "byte" is the
 //     only tokenizer so far: vocabulary 256, id = byte value.
-//   - Corpus (corpus.go, textdir.go, jsonl.go, sft.go, passkey.go,
-//     heldout.go, span.go, expand.go): the documents of all sources, listed
-//     up front in a fixed order (paths and byte offsets only) and read one at
-//     a time, so a 200 MB source tree is never held in memory. Source types:
-//     text_file, text_dir, jsonl, sft (conversations rendered with a fixed
-//     template, the loss on the responses only) and passkey (synthetic
-//     retrieval samples, generated from the seed and the sample index). A
+//   - Corpus (corpus.go, textdir.go, jsonl.go, compress.go, sft.go, chat.go,
+//     parquet.go, passkey.go, heldout.go, span.go, expand.go): the documents
+//     of all sources, listed up front in a fixed order (paths and byte
+//     offsets only) and read one at a time, so a 200 MB source tree is never
+//     held in memory. Source types: text_file, text_dir, jsonl, sft
+//     (conversations rendered with a fixed template, or a model's Jinja chat
+//     template, the loss on the responses only; jsonl and sft files may be
+//     .gz or .zst), parquet (a row of a string column a document, from a file
+//     or a folder of shards) and passkey (synthetic retrieval samples,
+//     generated from the seed and the sample index). A
 //     text_dir skips hidden directories, testdata, and the directories whose
 //     base name matches an Exclude glob (Exclude: ["cmd", "vendor"] drops
 //     every cmd and vendor directory at any depth, with everything below it).

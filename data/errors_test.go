@@ -35,7 +35,7 @@ func TestOpenCorpusErrors(t *testing.T) {
 		{"jsonl missing", []data.SourceConfig{{Type: "jsonl", Path: missing}}, []string{missing}},
 		{"no path", []data.SourceConfig{{Type: "text_file"}}, []string{"no path"}},
 		{"unset variable", []data.SourceConfig{{Type: "text_file", Path: "$TORUS_SURELY_UNSET_VAR/x"}}, []string{"$TORUS_SURELY_UNSET_VAR"}},
-		{"unknown type", []data.SourceConfig{{Type: "parquet", Path: empty}}, []string{empty, `"parquet"`}},
+		{"unknown type", []data.SourceConfig{{Type: "csv", Path: empty}}, []string{empty, `"csv"`}},
 		{"text_file is a directory", []data.SourceConfig{{Type: "text_file", Path: dir}}, []string{dir}},
 		{"text_dir is a file", []data.SourceConfig{{Type: "text_dir", Path: empty}}, []string{empty}},
 		{"jsonl is a directory", []data.SourceConfig{{Type: "jsonl", Path: dir}}, []string{dir}},

@@ -27,8 +27,10 @@ func listJSONL(path, field string) ([]DocRef, error) {
 
 // listLines indexes the non-blank lines of a file of type typ (jsonl or sft)
 // as documents of kind kindLine, each given to check, which may set the
-// document's kind and field and returns the line's error.
-func listLines(path, typ string, check func(d *DocRef, line []byte) error) ([]DocRef, error) {
+// document's kind and field and returns the line's error. A file named
+// *.gz or *.zst is decompressed on the way (see compress.go); its documents'
+// offsets are then in the decompressed text.
+func listLines(path, typ string, check func(d *DocRef, line []byte) error) (docs []DocRef, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -40,12 +42,34 @@ func listLines(path, typ string, check func(d *DocRef, line []byte) error) ([]Do
 		return nil, fmt.Errorf("%s: is a directory (%s wants a file)", path, typ)
 	}
 
-	var docs []DocRef
+	var src io.Reader = f
+	codec := codecOf(path)
+	var sp *spillWriter
+	if codec != "" {
+		dec, err := decompressor(codec, f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: not %s data: %w", path, codec, err)
+		}
+		defer dec.Close()
+		src = dec
+		if sp, err = newSpill(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		defer func() {
+			if err != nil {
+				sp.s.f.Close()
+			}
+		}()
+	}
+
 	var off int64 // byte offset of the current line
-	r := bufio.NewReaderSize(f, 1<<16)
+	r := bufio.NewReaderSize(src, 1<<16)
 	for lineNo := 1; ; lineNo++ {
 		raw, err := r.ReadBytes('\n')
 		if err != nil && err != io.EOF {
+			if codec != "" {
+				err = corrupt(codec, err)
+			}
 			return nil, fmt.Errorf("%s:%d: %w", path, lineNo, err)
 		}
 		line := bytes.TrimSuffix(raw, []byte("\n"))
@@ -54,10 +78,18 @@ func listLines(path, typ string, check func(d *DocRef, line []byte) error) ([]Do
 				Name: fmt.Sprintf("%s:%d", path, lineNo), kind: kindLine, path: path,
 				off: off, size: len(line), line: lineNo,
 			}
+			if sp != nil {
+				d.spill = sp.s
+			}
 			if err := check(&d, line); err != nil {
 				return nil, err
 			}
 			docs = append(docs, d)
+		}
+		if sp != nil {
+			if err := sp.add(raw); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", path, lineNo, err)
+			}
 		}
 		off += int64(len(raw))
 		if err == io.EOF {
@@ -65,16 +97,31 @@ func listLines(path, typ string, check func(d *DocRef, line []byte) error) ([]Do
 		}
 	}
 	switch {
+	case off == 0 && codec != "":
+		return nil, fmt.Errorf("%s: empty file (nothing after %s decompression)", path, codec)
 	case off == 0:
 		return nil, fmt.Errorf("%s: empty file", path)
 	case len(docs) == 0:
 		return nil, fmt.Errorf("%s: no documents: only blank lines", path)
 	}
+	if sp != nil {
+		if err := sp.flush(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	return docs, nil
 }
 
-// readLine reads the document's line back from its file.
+// readLine reads the document's line back from its file, or from the
+// decompressed copy of a compressed one.
 func readLine(d *DocRef) ([]byte, error) {
+	if d.spill != nil {
+		line, err := d.spill.read(d.off, d.size)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", d.path, d.line, err)
+		}
+		return line, nil
+	}
 	f, err := os.Open(d.path)
 	if err != nil {
 		return nil, err

@@ -26,14 +26,20 @@ import (
 //
 // Every record needs a non-empty response or assistant content; a bad record
 // fails at open with its file:line and key.
+//
+// With a ChatTemplate (SourceConfig.ChatTemplate), records are rendered
+// through that Jinja template instead, as Hugging Face renders them; see
+// chat.go. The file may be compressed (chat.jsonl.gz, chat.jsonl.zst: see
+// compress.go).
 
 // sftRoles maps a message role to the name the template writes.
 var sftRoles = map[string]string{"system": "System", "user": "User", "assistant": "Assistant"}
 
 // listSFT indexes an sft file: the lines of a JSONL file, each checked now.
-func listSFT(path string) ([]DocRef, error) {
+// With chat not nil, records are rendered through it (chat.go).
+func listSFT(path string, chat *chatTemplate) ([]DocRef, error) {
 	return listLines(path, "sft", func(d *DocRef, line []byte) error {
-		d.kind = kindSFT
+		d.kind, d.chat = kindSFT, chat
 		_, err := d.sftSpans(line)
 		return err
 	})
@@ -46,6 +52,16 @@ func (d *DocRef) sftSpans(line []byte) ([]Span, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := obj["messages"]; ok {
+		for _, k := range []string{"prompt", "response"} {
+			if _, ok := obj[k]; ok {
+				return nil, d.errorf("both %q and %q: a record is either prompt/response or messages", "messages", k)
+			}
+		}
+	}
+	if d.chat != nil {
+		return d.chatSpans(obj)
+	}
 	var spans []Span
 	turn := func(role, content string) { // the assistant's content and its newline count
 		spans = append(spans,
@@ -53,11 +69,6 @@ func (d *DocRef) sftSpans(line []byte) ([]Span, error) {
 			Span{Text: []byte(content + "\n"), Loss: role == "assistant"})
 	}
 	if raw, ok := obj["messages"]; ok {
-		for _, k := range []string{"prompt", "response"} {
-			if _, ok := obj[k]; ok {
-				return nil, d.errorf("both %q and %q: a record is either prompt/response or messages", "messages", k)
-			}
-		}
 		var msgs []map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &msgs); err != nil || raw[0] != '[' {
 			return nil, d.errorf("%q is not an array of objects: %.40s", "messages", raw)

@@ -64,7 +64,10 @@ func (e *encoder) document(d *DocRef) ([]int32, []bool, error) {
 			e.cache.Put(spans, ids, loss) // a cache that cannot be written only costs time
 		}
 	}
-	if len(e.pre)+len(e.suf) == 0 {
+	if len(e.pre)+len(e.suf) == 0 || d.chat != nil {
+		// A chat template writes its special tokens itself (Llama 3's its
+		// BOS): its text is tokenized as Hugging Face's apply_chat_template
+		// does, without add_special_tokens.
 		return ids, loss, nil
 	}
 	out := make([]int32, 0, len(e.pre)+len(ids)+len(e.suf))

@@ -57,6 +57,7 @@ func Parse(name string, src []byte, sets []string) (Recipe, error) {
 		return Recipe{}, d.probs
 	}
 	fillSourceDefaults(&r)
+	fillTokenizerDefault(&r)
 	return r, r.Validate()
 }
 

@@ -67,6 +67,14 @@ func Default() Recipe {
 
 // fillSourceDefaults gives each source the defaults of its type. It runs
 // after the file and every --set, so a source's type is final by then.
+// fillTokenizerDefault makes data.tokenizer from_model where the recipe does
+// not set it and model.from has a tokenizer.json: a real model's ids, not bytes.
+func fillTokenizerDefault(r *Recipe) {
+	if _, set := r.origins["data.tokenizer"]; !set && r.Model.From != "" && hasTokenizerJSON(r.Model.From) {
+		r.Data.Tokenizer = TokenizerFromModel
+	}
+}
+
 func fillSourceDefaults(r *Recipe) {
 	for i := range r.Data.Sources {
 		s := &r.Data.Sources[i]
@@ -74,6 +82,10 @@ func fillSourceDefaults(r *Recipe) {
 		case "jsonl":
 			if s.Field == "" {
 				s.Field = "text"
+			}
+		case "parquet":
+			if s.Column == "" {
+				s.Column = "text"
 			}
 		case "text_dir":
 			if s.DocPer == "" {

@@ -83,10 +83,17 @@ type LoRAConfig struct {
 
 // DataConfig is where tokens come from and how they are packed.
 type DataConfig struct {
-	Sources   []SourceConfig `yaml:"sources"`
-	Tokenizer string         `yaml:"tokenizer"` // byte
-	SeqLen    int            `yaml:"seq_len"`   // tokens per sequence
-	Shuffle   bool           `yaml:"shuffle"`   // shuffle documents each epoch (seeded by the recipe seed)
+	Sources []SourceConfig `yaml:"sources"`
+	// Tokenizer is byte (a token per byte), from_model (the tokenizer.json of
+	// model.from: the default when it has one), or a tokenizer.json or a
+	// model folder holding one.
+	Tokenizer string `yaml:"tokenizer"`
+	// TokenCache is where token ids are kept between runs, keyed by the
+	// tokenizer and each document's text: "" (the user's cache folder,
+	// torus/tokens), off, or a folder.
+	TokenCache string `yaml:"token_cache"`
+	SeqLen     int    `yaml:"seq_len"` // tokens per sequence
+	Shuffle    bool   `yaml:"shuffle"` // shuffle documents each epoch (seeded by the recipe seed)
 	// Interleave is how many documents are read side by side: consecutive sequences
 	// come from different documents, so long documents do not fill whole stretches
 	// of training with one source. 1: documents strictly one after another.
@@ -104,12 +111,13 @@ type DataConfig struct {
 
 // SourceConfig is one data source.
 type SourceConfig struct {
-	Type    string   `yaml:"type"`    // text_dir | text_file | jsonl | sft (JSONL of prompt/response or messages: loss on responses only) | passkey (synthetic retrieval samples)
-	Path    string   `yaml:"path"`    // $VARS are expanded; $GOROOT falls back to `go env GOROOT`
-	Include []string `yaml:"include"` // text_dir: file-name globs (default: all files)
+	Type    string   `yaml:"type"`    // text_dir | text_file | jsonl | sft (JSONL of prompt/response or messages: loss on responses only) | parquet (a file or folder of shards, a row a document) | passkey (synthetic retrieval samples)
+	Path    string   `yaml:"path"`    // $VARS are expanded; $GOROOT falls back to `go env GOROOT`; jsonl, sft: *.gz and *.zst are decompressed
+	Include []string `yaml:"include"` // text_dir, parquet folder: file-name globs (default: all files; parquet: *.parquet)
 	Exclude []string `yaml:"exclude"` // text_dir: directory-name globs skipped at any depth (testdata and hidden ones always are)
 	DocPer  string   `yaml:"doc_per"` // text_dir: file | directory (the files of each directory concatenated)
 	Field   string   `yaml:"field"`   // jsonl: the text field (default "text")
+	Column  string   `yaml:"column"`  // parquet: the string column (default "text")
 	Count   int      `yaml:"count"`   // passkey: how many samples
 	MinLen  int      `yaml:"min_len"` // passkey: shortest sample in tokens (0: data.seq_len)
 	MaxLen  int      `yaml:"max_len"` // passkey: longest sample in tokens (0: data.seq_len)
@@ -117,6 +125,11 @@ type SourceConfig struct {
 	// Longer keys in training give the copying circuit retrieval rests on
 	// more to learn from per sample; torus eval always asks for five.
 	KeyDigits int `yaml:"key_digits"`
+	// ChatTemplate, for sft: render conversations with a Hugging Face chat
+	// template, the loss on the assistant turns: a tokenizer_config.json, a
+	// .jinja file or a model folder, or from_model (model.from's template).
+	// Empty: the fixed "### Role:" template.
+	ChatTemplate string `yaml:"chat_template"`
 }
 
 // ParallelConfig is the worker layout: workers = dp x sp.
@@ -189,4 +202,16 @@ func (r Recipe) Topology() parallel.Topology {
 	}
 	p := r.Parallel
 	return parallel.Topology{Workers: p.Workers, DP: p.DP, SP: p.SP, Strategy: p.Strategy, SeqLen: r.Data.SeqLen, KVHeads: kv}
+}
+
+// TokenizerFromModel is the data.tokenizer value that takes model.from's.
+const TokenizerFromModel = "from_model"
+
+// TokenizerSpec is data.tokenizer as a path or "byte": from_model resolved to
+// model.from.
+func (r Recipe) TokenizerSpec() string {
+	if r.Data.Tokenizer == TokenizerFromModel {
+		return r.Model.From
+	}
+	return r.Data.Tokenizer
 }

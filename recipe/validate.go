@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -60,7 +61,7 @@ func (r Recipe) Validate() error {
 	}
 	for i, s := range d.Sources {
 		key := "data.sources." + strconv.Itoa(i)
-		c.oneOf(key+".type", s.Type, "text_dir", "text_file", "jsonl", "sft", "passkey")
+		c.oneOf(key+".type", s.Type, SourceTypes...)
 		if s.Type == "passkey" {
 			c.atLeast(key+".count", s.Count, 1)
 			c.atLeast(key+".min_len", s.MinLen, 0)
@@ -88,6 +89,7 @@ func (r Recipe) Validate() error {
 		if s.Type == "jsonl" && s.Field == "" {
 			c.add(key+".field", "must name the text field of a jsonl source")
 		}
+		c.sourceKeys(key, s, r.Model.From)
 		for j, g := range s.Include {
 			if _, err := filepath.Match(g, ""); err != nil {
 				c.add(key+".include."+strconv.Itoa(j), "bad glob %q: %v", g, err)
@@ -99,7 +101,7 @@ func (r Recipe) Validate() error {
 			}
 		}
 	}
-	c.oneOf("data.tokenizer", d.Tokenizer, "byte")
+	c.tokenizer(d.Tokenizer, r.Model.From)
 	c.atLeast("data.seq_len", d.SeqLen, 2) // one input and one target token
 	c.atLeast("data.interleave", d.Interleave, 1)
 	c.oneOf("data.pack", d.Pack, "split", "whole")
@@ -160,6 +162,43 @@ func (r Recipe) Validate() error {
 	c.oneOf("log.progress", r.Log.Progress, "auto", "bar", "plain", "none")
 
 	return c.probs.err()
+}
+
+// SourceTypes are the data source types.
+var SourceTypes = []string{"text_dir", "text_file", "jsonl", "sft", "parquet", "passkey"}
+
+// ChatTemplateFromModel is the chat_template value that takes the template of
+// the model folder model.from.
+const ChatTemplateFromModel = "from_model"
+
+// sourceKeys checks the keys that belong to one source type: column
+// (parquet) and chat_template (sft). from is model.from.
+func (c *checker) sourceKeys(key string, s SourceConfig, from string) {
+	if s.Type == "parquet" && s.Column == "" {
+		c.add(key+".column", "must name the text column of a parquet source")
+	}
+	if s.Column != "" && s.Type != "parquet" {
+		hint := ""
+		if s.Type == "jsonl" {
+			hint = " (a jsonl source names its text with field)"
+		}
+		c.add(key+".column", "is for parquet sources, not %s%s", typeName(s.Type), hint)
+	}
+	switch t := s.ChatTemplate; {
+	case t == "":
+	case s.Type != "sft":
+		c.add(key+".chat_template", "is for sft sources, not %s", typeName(s.Type))
+	case t == ChatTemplateFromModel && from == "":
+		c.add(key+".chat_template", "from_model needs model.from: the model folder whose chat template to use")
+	}
+}
+
+// typeName is a source type for a message.
+func typeName(t string) string {
+	if t == "" {
+		return "a source without a type"
+	}
+	return t
 }
 
 // LoRATargets are the projections lora.targets may name, and the base weights
@@ -322,4 +361,32 @@ func (c *checker) inUnit(key string, got float64) {
 	if !(got >= 0 && got < 1) {
 		c.add(key, "must be in [0, 1), got %v", got)
 	}
+}
+
+// tokenizer checks data.tokenizer: byte, from_model with a model.from that has
+// a tokenizer.json, or a tokenizer.json or a model folder holding one.
+func (c *checker) tokenizer(spec, from string) {
+	switch spec {
+	case "byte":
+	case TokenizerFromModel:
+		if from == "" {
+			c.add("data.tokenizer", "from_model needs model.from: the model folder whose tokenizer.json to use")
+		} else if !hasTokenizerJSON(from) {
+			c.add("data.tokenizer", "from_model: model.from %s has no tokenizer.json", from)
+		}
+	default:
+		if !hasTokenizerJSON(spec) {
+			c.add("data.tokenizer", `must be "byte", "from_model", or a tokenizer.json or a model folder holding one, got %q`, spec)
+		}
+	}
+}
+
+// hasTokenizerJSON reports whether path is a file, or a folder with a
+// tokenizer.json (the file's content is checked when it is loaded).
+func hasTokenizerJSON(path string) bool {
+	fi, err := os.Stat(path)
+	if err == nil && fi.IsDir() {
+		fi, err = os.Stat(filepath.Join(path, "tokenizer.json"))
+	}
+	return err == nil && !fi.IsDir()
 }

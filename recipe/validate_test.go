@@ -43,17 +43,23 @@ func TestValidate(t *testing.T) {
 		{"init_std", "model: {init_std: 0}\n", nil, `recipe.yaml:5: model.init_std: must be > 0, got 0`},
 		{"init_std checked with from", "model: {from: /m, init_std: -1}\n", nil,
 			`recipe.yaml:5: model.init_std: must be > 0, got -1`},
-		{"source type", "", []string{"data.sources.0.type=parquet"},
-			`--set data.sources.0.type=parquet: must be one of "text_dir", "text_file", "jsonl", "sft", "passkey", got "parquet"`},
+		{"source type", "", []string{"data.sources.0.type=csv"},
+			`--set data.sources.0.type=csv: must be one of "text_dir", "text_file", "jsonl", "sft", "parquet", "passkey", got "csv"`},
 		{"source path", "", []string{"data.sources.0.path="}, `--set data.sources.0.path=: must not be empty`},
 		{"source doc_per", "", []string{"data.sources.0.doc_per=line"},
 			`--set data.sources.0.doc_per=line: must be one of "file", "directory", got "line"`},
 		{"source include glob", "", []string{"data.sources.0.include=['[a-']"},
 			`--set data.sources.0.include=['[a-']: data.sources.0.include.0: bad glob "[a-": syntax error in pattern`},
 		{"source without type", "", []string{"data.sources.1.path=/x"},
-			`--set data.sources.1.path=/x: data.sources.1.type: must be one of "text_dir", "text_file", "jsonl", "sft", "passkey", got ""`},
+			`--set data.sources.1.path=/x: data.sources.1.type: must be one of "text_dir", "text_file", "jsonl", "sft", "parquet", "passkey", got ""`},
+		{"column on text_dir", "", []string{"data.sources.0.column=body"},
+			`--set data.sources.0.column=body: is for parquet sources, not text_dir`},
+		{"chat_template on text_dir", "", []string{"data.sources.0.chat_template=/m"},
+			`--set data.sources.0.chat_template=/m: is for sft sources, not text_dir`},
 		{"tokenizer", "", []string{"data.tokenizer=bpe"},
-			`--set data.tokenizer=bpe: must be "byte" (the only one supported so far), got "bpe"`},
+			`--set data.tokenizer=bpe: must be "byte", "from_model", or a tokenizer.json or a model folder holding one, got "bpe"`},
+		{"tokenizer from_model without model.from", "", []string{"data.tokenizer=from_model"},
+			`--set data.tokenizer=from_model: from_model needs model.from: the model folder whose tokenizer.json to use`},
 		{"seq_len 1", "", []string{"data.seq_len=1"}, `--set data.seq_len=1: must be >= 2, got 1`},
 		{"workers", "parallel:\n  workers: 0\n", nil,
 			`recipe.yaml:6: parallel.workers: must be >= 1, got 0`},
@@ -152,6 +158,12 @@ func TestValidateInCode(t *testing.T) {
 		{"negative lr", func(r *recipe.Recipe) { r.Optim.LR = -0.1 }, "optim.lr: must be > 0, got -0.1"},
 		{"jsonl without field", func(r *recipe.Recipe) { r.Data.Sources[0].Type = "jsonl" },
 			"data.sources.0.field: must name the text field of a jsonl source"},
+		{"parquet without column", func(r *recipe.Recipe) { r.Data.Sources[0].Type = "parquet" },
+			"data.sources.0.column: must name the text column of a parquet source"},
+		{"chat template from the model", func(r *recipe.Recipe) {
+			r.Model.From = "/models/x"
+			r.Data.Sources[0] = recipe.SourceConfig{Type: "sft", Path: "/chat.jsonl", ChatTemplate: recipe.ChatTemplateFromModel}
+		}, ""},
 		{"from skips the shape", func(r *recipe.Recipe) {
 			r.Model.From = "/models/x"
 			r.Model.Vocab, r.Model.Heads, r.Model.Dim = 0, 0, 0
@@ -173,5 +185,71 @@ func TestValidateInCode(t *testing.T) {
 				t.Fatalf("Validate() = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestValidateSourceKeys checks the keys of one source type in a whole
+// file: each problem at the line of its key, every one reported.
+func TestValidateSourceKeys(t *testing.T) {
+	src := `data:
+  sources:
+    - type: parquet
+      path: /hf/data
+      include: ["train-*.parquet"]
+    - type: jsonl
+      path: /a.jsonl.zst
+      column: body
+    - type: text_dir
+      path: /x
+      chat_template: /m/tokenizer_config.json
+    - type: sft
+      path: /chat.jsonl.gz
+      chat_template: from_model
+`
+	_, err := recipe.Parse("r.yaml", []byte(src), nil)
+	want := `r.yaml:8: data.sources.1.column: is for parquet sources, not jsonl (a jsonl source names its text with field)
+r.yaml:11: data.sources.2.chat_template: is for sft sources, not text_dir
+r.yaml:14: data.sources.3.chat_template: from_model needs model.from: the model folder whose chat template to use`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Parse error:\n%v\nwant\n%s", err, want)
+	}
+
+	ok := `model:
+  from: /models/qwen
+data:
+  sources:
+    - type: parquet
+      path: /hf/data
+    - type: parquet
+      path: /hf/other.parquet
+      column: content
+    - type: sft
+      path: /chat.jsonl.zst
+      chat_template: from_model
+    - type: sft
+      path: /chat2.jsonl
+      chat_template: /models/llama/tokenizer_config.json
+`
+	r, err := recipe.Parse("ok.yaml", []byte(ok), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Data.Sources[0].Column; got != "text" {
+		t.Errorf("parquet column defaults to %q, want \"text\"", got)
+	}
+	if got := r.Data.Sources[1].Column; got != "content" {
+		t.Errorf("parquet column %q, want \"content\"", got)
+	}
+	// The resolved form reads back the same.
+	y, err := r.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := recipe.Parse("resolved.yaml", y, nil)
+	if err != nil {
+		t.Fatalf("resolved YAML does not parse: %v\n%s", err, y)
+	}
+	if !sameValues(r, back) {
+		t.Errorf("resolved YAML reads back differently:\n%s", y)
 	}
 }

@@ -36,9 +36,20 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		return trainer.Config{}, fmt.Errorf("lora.dropout %v: dropout on the adapters is not supported yet; set it to 0", r.LoRA.Dropout)
 	}
 	var srcs []data.SourceConfig
-	for _, s := range r.Data.Sources {
-		srcs = append(srcs, data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field,
-			Count: s.Count, MinLen: s.MinLen, MaxLen: s.MaxLen, KeyDigits: s.KeyDigits, SeqLen: r.Data.SeqLen, Seed: uint64(r.Seed)})
+	for i, s := range r.Data.Sources {
+		src := data.SourceConfig{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field, Column: s.Column,
+			Count: s.Count, MinLen: s.MinLen, MaxLen: s.MaxLen, KeyDigits: s.KeyDigits, SeqLen: r.Data.SeqLen, Seed: uint64(r.Seed)}
+		if t := s.ChatTemplate; t != "" {
+			if t == recipe.ChatTemplateFromModel {
+				t = r.Model.From
+			}
+			ct, err := data.LoadChatTemplate(t)
+			if err != nil {
+				return trainer.Config{}, fmt.Errorf("data.sources.%d.chat_template: %w", i, err)
+			}
+			src.ChatTemplate = ct
+		}
+		srcs = append(srcs, src)
 	}
 	m := r.Model
 	return trainer.Config{
@@ -55,7 +66,8 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		Compute:       compute,
 		InitStd:       m.InitStd,
 		Sources:       srcs,
-		Tokenizer:     r.Data.Tokenizer,
+		Tokenizer:     r.TokenizerSpec(),
+		TokenCache:    tokenCacheDir(r.Data.TokenCache),
 		SeqLen:        r.Data.SeqLen,
 		Shuffle:       r.Data.Shuffle,
 		Interleave:    r.Data.Interleave,
@@ -120,4 +132,20 @@ func loraConfig(l recipe.LoRAConfig) model.LoRA {
 		Rank: l.Rank, Alpha: l.Alpha, Targets: l.Targets,
 		TrainEmbed: slices.Contains(l.Trainable, "embed"), TrainNorm: slices.Contains(l.Trainable, "norm"),
 	}
+}
+
+// tokenCacheDir is data.token_cache as a folder: "" is the user's cache
+// folder's torus/tokens (none where there is no such folder), off is none.
+func tokenCacheDir(v string) string {
+	switch v {
+	case "off":
+		return ""
+	case "":
+		dir, err := data.DefaultTokenCacheDir()
+		if err != nil {
+			return ""
+		}
+		return dir
+	}
+	return v
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -96,9 +98,17 @@ the whole sequence for every token). See docs/eval.md.`,
 	return cmd
 }
 
-// generateTokenizer is the tokenizer of --recipe, else of the run's recipe,
-// else the byte tokenizer.
+// generateTokenizer is the tokenizer of --recipe, else the one the model
+// folder carries (tokenizer.json), else that of the run's recipe, else the
+// byte tokenizer.
 func generateTokenizer(target modelTarget, recipePath string) (data.Tokenizer, error) {
+	if _, err := os.Stat(filepath.Join(target.dir, data.TokenizerFiles[0])); recipePath == "" && err == nil {
+		tok, err := data.NewTokenizer(target.dir)
+		if err != nil {
+			return nil, fmt.Errorf("generate: %w", err)
+		}
+		return tok, nil
+	}
 	if recipePath == "" && target.run != "" {
 		recipePath = trainer.RunDir(target.run).Recipe()
 	}
@@ -108,7 +118,7 @@ func generateTokenizer(target modelTarget, recipePath string) (data.Tokenizer, e
 		if err != nil {
 			return nil, fmt.Errorf("generate: %w", recipeError(recipePath, err))
 		}
-		name = r.Data.Tokenizer
+		name = r.TokenizerSpec()
 	}
 	tok, err := data.NewTokenizer(name)
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 func loaderBytes(r recipe.Recipe) int64 {
 	var total, docs int64
 	for _, s := range r.Data.Sources {
-		c, err := data.OpenCorpus([]data.SourceConfig{{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field}})
+		c, err := data.OpenCorpus([]data.SourceConfig{{Type: s.Type, Path: s.Path, Include: s.Include, Exclude: s.Exclude, DocPer: s.DocPer, Field: s.Field, Column: s.Column}})
 		if err != nil {
 			return 0
 		}
