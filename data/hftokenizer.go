@@ -40,7 +40,7 @@ const hfAlgorithm = "torus/tokenizer 1"
 func loadHF(path string) (*hfTokenizer, error) {
 	t, err := tokenizer.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("data: tokenizer: %w", err)
+		return nil, fmt.Errorf("data: %w", err) // "tokenizer: FILE: ..."
 	}
 	dir, jsonPath := path, filepath.Join(path, TokenizerFiles[0])
 	if fi, err := os.Stat(path); err == nil && !fi.IsDir() { // the file itself, whatever its name

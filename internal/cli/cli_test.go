@@ -128,6 +128,13 @@ func TestBadInput(t *testing.T) {
 	}
 
 	sft := write(t, dir, "sft.jsonl", `{"prompt": "hi", "response": "hello"}`+"\n"+`{"prompt": "bye"}`+"\n")
+	tinyBPE, _ := filepath.Abs("../../data/testdata/tinybpe")
+	badJSON := write(t, dir, "bad-tokenizer.json", `{"model": {"type": "BPE", "vocab": {"a": 0}`)
+	wordPiece := write(t, dir, "wordpiece-tokenizer.json", `{"model": {"type": "WordPiece", "vocab": {"a": 0}}}`)
+	parquetTypes, _ := filepath.Abs("../../data/testdata/parquet/types.parquet")
+	withSource := func(src string) string {
+		return strings.Replace(good, "    - type: text_file\n      path: "+data, src, 1)
+	}
 	sftRecipe := strings.Replace(good, "    - type: text_file\n      path: "+data, "    - type: sft\n      path: "+sft, 1)
 	cases := []struct {
 		name   string
@@ -151,6 +158,12 @@ func TestBadInput(t *testing.T) {
 			[]string{"model.rope_scaling.type", `"ntk-aware"`, "r.yaml:8"}},
 		{"truncated safetensors", good + "  from: " + truncated + "\n", nil, []string{"model.safetensors"}},
 		{"lying safetensors header", good + "  from: " + lying + "\n", nil, []string{"model.safetensors"}},
+		{"tokenizer larger than the vocabulary", good, []string{"--set", "data.tokenizer=" + tinyBPE, "--set", "model.vocab=4"},
+			[]string{"tokenizer", "has 8 tokens but the model's vocabulary is 4"}},
+		{"malformed tokenizer.json", good, []string{"--set", "data.tokenizer=" + badJSON}, []string{badJSON}},
+		{"unsupported tokenizer model", good, []string{"--set", "data.tokenizer=" + wordPiece}, []string{wordPiece, "WordPiece"}},
+		{"parquet without the column", withSource("    - type: parquet\n      path: " + parquetTypes + "\n      column: body"), nil,
+			[]string{"types.parquet", `no column "body"`, "id, text"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
