@@ -289,7 +289,7 @@ func benchConfig(recompute string, seqLen, steps, warmup, blockQ, blockK, layers
 		return trainer.Config{}, nil, err
 	}
 	src, tokName := []data.SourceConfig{{Type: "text_file", Path: path}}, "byte"
-	if bench.tokenizer != "byte" { // real text through a real tokenizer, tokenized as the steps run
+	if bench.tokenizer != "" && bench.tokenizer != "byte" { // real text through a real tokenizer, tokenized as the steps run
 		tok, err := data.NewTokenizer(bench.tokenizer)
 		if err != nil {
 			cleanup()
