@@ -10,7 +10,7 @@ GO ?= go
 # Packages whose own code runs goroutines, tested under the race detector too.
 # GoMLX's AVX-512 matmul kernels do pointer arithmetic that -race's checkptr
 # rejects (a false alarm for assembly-backed slices), so checkptr is off there.
-RACE_PKGS := ./model/... ./trainer/... ./checkpoint/... ./data/... ./parallel/... ./launch/... ./internal/cli/...
+RACE_PKGS := ./model/... ./trainer/... ./checkpoint/... ./data/... ./tokenizer/... ./parallel/... ./launch/... ./internal/cli/...
 RACE_FLAGS := -race -gcflags=all=-d=checkptr=0
 
 .PHONY: all build demo test vet fmt-check bench longctx clean check-go
