@@ -328,29 +328,39 @@ func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 	if _, ok := safetensors.FloatDType(torchDType); !ok {
 		return nil, fmt.Errorf("model: torch_dtype %q not supported (float32, bfloat16, float16, float64)", torchDType)
 	}
+	m := hfCommonConfig(c, torchDType, bos, eos)
 	if hfIsQwen2(c) {
-		return hfQwen2ConfigJSON(c, torchDType, bos, eos)
+		hfQwen2Config(c, m)
+	} else {
+		m["architectures"], m["model_type"] = []string{"LlamaForCausalLM"}, "llama"
+		m["head_dim"] = c.HeadDimension()
+		m["attention_bias"] = c.OBias // LlamaConfig's attention_bias is q, k, v and o
+		m["mlp_bias"], m["pretraining_tp"] = false, 1
 	}
-	m := map[string]any{ // encoding/json sorts map keys, as transformers' sort_keys=True does
-		"architectures":           []string{"LlamaForCausalLM"},
-		"model_type":              "llama",
+	out, err := pyJSON(m)
+	if err != nil {
+		return nil, fmt.Errorf("model: config.json: %w", err)
+	}
+	return out, nil
+}
+
+// hfCommonConfig is what Llama's and Qwen2's config.json share. encoding/json
+// sorts map keys, as transformers' sort_keys=True does.
+func hfCommonConfig(c Config, torchDType string, bos, eos *int) map[string]any {
+	return map[string]any{
 		"vocab_size":              c.Vocab,
 		"hidden_size":             c.Dim,
 		"intermediate_size":       c.MLPDim,
 		"num_hidden_layers":       c.Layers,
 		"num_attention_heads":     c.Heads,
 		"num_key_value_heads":     c.KVHeads,
-		"head_dim":                c.HeadDimension(),
 		"hidden_act":              "silu",
 		"max_position_embeddings": hfMaxPositions(c),
 		"rms_norm_eps":            pyFloat(c.NormEps),
 		"rope_theta":              pyFloat(c.RopeTheta),
 		"rope_scaling":            hfRopeScaling(c),
 		"tie_word_embeddings":     c.TieEmbeddings,
-		"attention_bias":          c.OBias, // LlamaConfig's attention_bias is q, k, v and o
 		"attention_dropout":       pyFloat(0),
-		"mlp_bias":                false,
-		"pretraining_tp":          1,
 		"use_cache":               true,
 		"torch_dtype":             torchDType,
 		"bos_token_id":            bos,
@@ -358,11 +368,6 @@ func hfConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
 		"initializer_range":       pyFloat(0.02),
 		"transformers_version":    hfTransformersVersion,
 	}
-	out, err := pyJSON(m)
-	if err != nil {
-		return nil, fmt.Errorf("model: config.json: %w", err)
-	}
-	return out, nil
 }
 
 // pyFloat marshals as Python's repr does (10000.0, 1e-05), so config.json reads as

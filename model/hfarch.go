@@ -44,42 +44,15 @@ func hfSlidingWindow(raw json.RawMessage, def int) (int, error) {
 // biases without an output projection bias, which LlamaConfig cannot say.
 func hfIsQwen2(c Config) bool { return c.QKVBias && !c.OBias }
 
-// hfQwen2ConfigJSON is hfConfigJSON for a Qwen2 model: Qwen2Config's fields, no
-// sliding window. head_dim is written only when it is not hidden_size/heads
-// (Qwen2Config has none; transformers releases that read one take it).
-func hfQwen2ConfigJSON(c Config, torchDType string, bos, eos *int) ([]byte, error) {
-	m := map[string]any{
-		"architectures":           []string{"Qwen2ForCausalLM"},
-		"model_type":              "qwen2",
-		"vocab_size":              c.Vocab,
-		"hidden_size":             c.Dim,
-		"intermediate_size":       c.MLPDim,
-		"num_hidden_layers":       c.Layers,
-		"num_attention_heads":     c.Heads,
-		"num_key_value_heads":     c.KVHeads,
-		"hidden_act":              "silu",
-		"max_position_embeddings": hfMaxPositions(c),
-		"rms_norm_eps":            pyFloat(c.NormEps),
-		"rope_theta":              pyFloat(c.RopeTheta),
-		"rope_scaling":            hfRopeScaling(c),
-		"tie_word_embeddings":     c.TieEmbeddings,
-		"use_sliding_window":      false,
-		"sliding_window":          nil,      // what Qwen2Config keeps without use_sliding_window
-		"max_window_layers":       c.Layers, // no layer slides whichever way a release reads it
-		"attention_dropout":       pyFloat(0),
-		"use_cache":               true,
-		"torch_dtype":             torchDType,
-		"bos_token_id":            bos,
-		"eos_token_id":            eos,
-		"initializer_range":       pyFloat(0.02),
-		"transformers_version":    hfTransformersVersion,
-	}
+// hfQwen2Config makes the shared config.json fields Qwen2Config's: no sliding
+// window, and head_dim only when it is not hidden_size/heads (Qwen2Config has
+// none; transformers releases that read one take it).
+func hfQwen2Config(c Config, m map[string]any) {
+	m["architectures"], m["model_type"] = []string{"Qwen2ForCausalLM"}, "qwen2"
+	m["use_sliding_window"] = false
+	m["sliding_window"] = nil         // what Qwen2Config keeps without use_sliding_window
+	m["max_window_layers"] = c.Layers // no layer slides whichever way a release reads it
 	if c.HeadDim > 0 {
 		m["head_dim"] = c.HeadDim
 	}
-	out, err := pyJSON(m)
-	if err != nil {
-		return nil, fmt.Errorf("model: config.json: %w", err)
-	}
-	return out, nil
 }
