@@ -213,11 +213,7 @@ func (d *DocRef) chatSpans(obj map[string]json.RawMessage) ([]Span, error) {
 			msgs, roles = append(msgs, m), append(roles, role)
 		}
 	} else {
-		prompt, err := d.stringField(obj, "prompt", "prompt")
-		if err != nil {
-			return nil, err
-		}
-		response, err := d.stringField(obj, "response", "response")
+		prompt, response, err := d.promptResponse(obj)
 		if err != nil {
 			return nil, err
 		}

@@ -100,11 +100,7 @@ func (d *DocRef) sftSpans(line []byte) ([]Span, error) {
 		}
 		return merge(spans), nil
 	}
-	prompt, err := d.stringField(obj, "prompt", "prompt")
-	if err != nil {
-		return nil, err
-	}
-	response, err := d.stringField(obj, "response", "response")
+	prompt, response, err := d.promptResponse(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -127,4 +123,15 @@ func merge(spans []Span) []Span {
 		out = append(out, s)
 	}
 	return out
+}
+
+// promptResponse is a prompt/response record's two strings.
+func (d *DocRef) promptResponse(obj map[string]json.RawMessage) (prompt, response string, err error) {
+	if prompt, err = d.stringField(obj, "prompt", "prompt"); err != nil {
+		return "", "", err
+	}
+	if response, err = d.stringField(obj, "response", "response"); err != nil {
+		return "", "", err
+	}
+	return prompt, response, nil
 }
