@@ -200,21 +200,26 @@ func loadParams(c Config, tok data.Tokenizer) (*model.Params, error) {
 	return p, nil
 }
 
-// openData opens the training documents, tokenized ahead of the step (a few
-// documents per lane, on every core) through the token cache.
+// openData opens the training documents through the token cache. A real
+// tokenizer's are tokenized ahead of the step, a few per lane on every core;
+// bytes are not worth it (the ids would only take 4x the text's memory early).
 func openData(c Config, tok data.Tokenizer) (*data.Loader, error) {
 	corpus, _, err := data.OpenSplit(c.Sources, c.Heldout, c.Seed) // the held-out documents are eval's
 	if err != nil {
 		return nil, err
 	}
+	prefetch := prefetchDocs
+	if _, bytes := tok.(data.ByteTokenizer); bytes {
+		prefetch = 0
+	}
 	return data.NewLoader(corpus, tok, data.LoaderConfig{
 		SeqLen: c.SeqLen, Shuffle: c.Shuffle, Seed: c.Seed, Lanes: c.Interleave, Whole: c.WholeDocs,
-		Prefetch: prefetchDocs, TokenCache: c.TokenCache,
+		Prefetch: prefetch, TokenCache: c.TokenCache,
 	})
 }
 
 // prefetchDocs is how many documents each lane tokenizes ahead.
-const prefetchDocs = 4
+const prefetchDocs = 2
 
 // StepNum is the number of optimizer steps taken.
 func (t *Trainer) StepNum() int { return t.step }
