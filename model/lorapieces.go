@@ -55,10 +55,12 @@ func NewLoRAPieces(backend compute.Backend, cfg Config, l LoRA) (*LoRAPieces, er
 		}
 		return e.WithName(name).SetMaxCache(64)
 	}
-	// in: w [out, in], a [r, in], b [out, r] -> w + s b a
+	// in: w [out, in], a [r, in], b [out, r] -> w + s b a, in w's dtype (the
+	// float32 master weights under mixed precision: the merge is not rounded to
+	// the compute dtype, the pieces cast the merged weight as they cast any).
 	lp.merge = mk("LoRAMerge", func(in []*Node) []*Node {
 		ba := DotGeneral(in[2], []int{1}, nil, in[1], []int{0}, nil)
-		return []*Node{Add(in[0], MulScalar(ba, s))}
+		return []*Node{Add(in[0], as(MulScalar(ba, s), in[0].DType()))}
 	})
 	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv, then (a, b) per targeted
 	// projection -> dh, [dnormW], (da, db) per targeted projection. The q, k, v
@@ -197,23 +199,25 @@ func (lp *LoRAPieces) HeadVJP(p *Params, h, targets, weight, scale *tensors.Tens
 }
 
 // loraGrads: x [L, in] (and xT [in, L]), dy [L, out], a [r, in], b [out, r] ->
-// dA = s (dy b)^T x [r, in], dB = s dy^T (x a^T) [out, r].
+// dA = s (dy b)^T x [r, in], dB = s dy^T (x a^T) [out, r]. Under mixed
+// precision the products run in the compute dtype, as the plain VJPs' do, and
+// u, z and the gradients are in the adapters' (float32) dtype.
 func loraGrads(c Config, x, xT, dy, a, b *Node, s float64) []*Node {
-	u := DotGeneral(dy, []int{1}, nil, b, []int{0}, nil) // [L, r]
-	z := linear(c, x, a)                                 // [L, r]
+	u := inputGrad(c, dy, b) // [L, r]
+	z := linear(c, x, a)     // [L, r]
 	return []*Node{MulScalar(weightGrad(c, xT, u, a.DType()), s), MulScalar(weightGrad(c, transpose2(z), dy, b.DType()), s)}
 }
 
 // preAttnBwdLoRA: see LoRAPieces.preVJP.
 func preAttnBwdLoRA(c Config, trainNorm bool, s float64, targets []string, in []*Node) []*Node {
 	h, normW, wq, wk, wv, cos, sin, dq, dk, dv := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9]
-	L := h.Shape().Dimensions[0]
+	L, dt := h.Shape().Dimensions[0], h.DType() // dt: the weights' dtype; dq, dk, dv come in the compute dtype
 	n, r := rmsNormParts(h, c.NormEps)
 	x := Mul(n, ExpandAxes(normW, 0))
 	dy := map[string]*Node{
-		QProj: Reshape(ropeBwd(dq, cos, sin), L, -1),
-		KProj: Reshape(ropeBwd(dk, cos, sin), L, -1),
-		VProj: Reshape(dv, L, -1),
+		QProj: Reshape(ropeBwd(as(dq, dt), cos, sin), L, -1),
+		KProj: Reshape(ropeBwd(as(dk, dt), cos, sin), L, -1),
+		VProj: Reshape(as(dv, dt), L, -1),
 	}
 	dx := Add(Add(inputGrad(c, dy[QProj], wq), inputGrad(c, dy[KProj], wk)), inputGrad(c, dy[VProj], wv))
 	outs := normBwd(trainNorm, dx, n, r, normW)

@@ -103,9 +103,6 @@ func (c Config) Validate() error {
 		case c.DType != dtypes.Float32:
 			errs = append(errs, fmt.Errorf("trainer: bfloat16 compute needs float32 master weights, got %s", c.DType))
 		}
-		if c.LoRA.Enabled() {
-			errs = append(errs, errors.New("trainer: lora with bfloat16 compute is not supported yet (model.dtype: float32)"))
-		}
 		if c.ShiftGroups > 0 {
 			errs = append(errs, errors.New("trainer: shifted sparse attention with bfloat16 compute is not supported yet (model.dtype: float32)"))
 		}
