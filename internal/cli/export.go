@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/torusml/torus/checkpoint"
+	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/safetensors"
 )
@@ -105,15 +106,11 @@ func newExportCmd() *cobra.Command {
 	return cmd
 }
 
-// tokenizerFiles are the files of a Hugging Face model folder that make up its
-// tokenizer, as AutoTokenizer reads them.
-var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
-
 // copyTokenizerFiles copies the tokenizer files the checkpoint folder from has
 // (a run trained with a Hugging Face tokenizer keeps them there) into to, so
 // the exported folder loads with its tokenizer.
 func copyTokenizerFiles(from, to string) error {
-	for _, name := range tokenizerFiles {
+	for _, name := range data.TokenizerFiles {
 		b, err := os.ReadFile(filepath.Join(from, name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
