@@ -195,10 +195,16 @@ func (c *Checkpoint) Verify() error {
 // Float64) and the optimizer state of rank 0, each tensor as stored (nil when the
 // checkpoint has no optimizer file).
 func (c *Checkpoint) Load(dtype dtypes.DType) (*model.Params, map[string]*tensors.Tensor, error) {
+	return c.LoadKeeping(dtype, nil)
+}
+
+// LoadKeeping is Load keeping the model tensors keep names in their stored
+// half-precision dtype (a LoRA run's frozen base: model.LoadHFKeeping).
+func (c *Checkpoint) LoadKeeping(dtype dtypes.DType, keep func(name string) bool) (*model.Params, map[string]*tensors.Tensor, error) {
 	if err := c.Verify(); err != nil {
 		return nil, nil, err
 	}
-	p, err := model.LoadHF(c.Dir, dtype)
+	p, err := model.LoadHFKeeping(c.Dir, dtype, keep)
 	if err != nil {
 		return nil, nil, fmt.Errorf("checkpoint %s: %w", c.Dir, err)
 	}

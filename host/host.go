@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/dtypes/bfloat16"
+	"github.com/gomlx/compute/dtypes/float16"
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -112,6 +114,50 @@ func GatherRows(table *tensors.Tensor, idx []int32) *tensors.Tensor {
 				copy(o64[i*d:(i+1)*d], t64[int(tok)*d:])
 			}
 		}
+	})
+	return out
+}
+
+// GatherRowsAs is GatherRows with the rows in dtype dt (float32 or float64):
+// a table kept in bfloat16 or float16 is widened row by row, never whole.
+func GatherRowsAs(table *tensors.Tensor, idx []int32, dt dtypes.DType) *tensors.Tensor {
+	if table.DType() == dt {
+		return GatherRows(table, idx)
+	}
+	d := table.Shape().Dimensions[1]
+	row := make([]float64, d)
+	out := NewZeros(dt, len(idx), d)
+	table.MustConstFlatData(func(flat any) {
+		mutate(out, func(o32 []float32, o64 []float64) {
+			for i, tok := range idx {
+				lo := int(tok) * d
+				switch v := flat.(type) {
+				case []bfloat16.BFloat16:
+					for j, x := range v[lo : lo+d] {
+						row[j] = x.Float64()
+					}
+				case []float16.Float16:
+					for j, x := range v[lo : lo+d] {
+						row[j] = float64(x.Float32())
+					}
+				case []float32:
+					for j, x := range v[lo : lo+d] {
+						row[j] = float64(x)
+					}
+				case []float64:
+					copy(row, v[lo:lo+d])
+				default:
+					panic(fmt.Sprintf("host: GatherRowsAs from %s", table.DType()))
+				}
+				if o32 != nil {
+					for j, x := range row {
+						o32[i*d+j] = float32(x)
+					}
+				} else {
+					copy(o64[i*d:(i+1)*d], row)
+				}
+			}
+		})
 	})
 	return out
 }
@@ -247,6 +293,14 @@ func ToFloat64(t *tensors.Tensor) []float64 {
 		case []float32:
 			for i, x := range v {
 				out[i] = float64(x)
+			}
+		case []bfloat16.BFloat16:
+			for i, x := range v {
+				out[i] = x.Float64()
+			}
+		case []float16.Float16:
+			for i, x := range v {
+				out[i] = float64(x.Float32())
 			}
 		default:
 			panic(fmt.Sprintf("host: ToFloat64 of %s", t.DType()))

@@ -42,7 +42,13 @@ var hfIgnoredTensor = regexp.MustCompile(`^model\.layers\.\d+\.self_attn\.rotary
 // index puts it). A tied model's lm_head.weight, if present, is ignored. Shapes are
 // checked from the headers before any tensor data is read, then each tensor is
 // read from its file in turn.
-func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
+func LoadHF(dir string, dtype dtypes.DType) (*Params, error) { return LoadHFKeeping(dir, dtype, nil) }
+
+// LoadHFKeeping is LoadHF keeping the tensors keep names in their stored dtype
+// when that is bfloat16 or float16 (converting them would only double their
+// memory: a LoRA run's frozen base, see LoRA.KeepsStored). p.DType stays dtype,
+// the dtype of everything else.
+func LoadHFKeeping(dir string, dtype dtypes.DType, keep func(name string) bool) (*Params, error) {
 	if dtype != dtypes.Float32 && dtype != dtypes.Float64 {
 		return nil, fmt.Errorf("model: %s: dtype %s not supported (float32 or float64)", dir, dtype)
 	}
@@ -116,8 +122,11 @@ func LoadHF(dir string, dtype dtypes.DType) (*Params, error) {
 	}
 	p := &Params{Config: cfg, DType: dtype, T: make(map[string]*tensors.Tensor, len(want))}
 	for _, name := range cfg.ParamNames() {
-		l := found[name]
-		if p.T[name], err = l.f.Read(l.e, dtype); err != nil {
+		l, to := found[name], dtype
+		if keep != nil && keep(name) && (l.e.DType == dtypes.BFloat16 || l.e.DType == dtypes.Float16) {
+			to = l.e.DType
+		}
+		if p.T[name], err = l.f.Read(l.e, to); err != nil {
 			return nil, err
 		}
 	}

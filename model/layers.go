@@ -25,6 +25,9 @@ func toCompute(c Config, x *Node) *Node {
 // rounded to bf16 on the way out.
 func mm(c Config, a *Node, aContract, aBatch []int, b *Node, bContract, bBatch []int, out dtypes.DType) *Node {
 	if c.Compute == dtypes.InvalidDType {
+		if a.DType() != b.DType() { // a frozen weight kept in half precision (LoRA.KeepsStored)
+			a, b = as(a, out), as(b, out)
+		}
 		return as(DotGeneral(a, aContract, aBatch, b, bContract, bBatch), out)
 	}
 	return Dot(toCompute(c, a), toCompute(c, b)).WithAccumulatorDType(dtypes.Float32).WithOutputDType(out).
@@ -106,9 +109,12 @@ func postAttn(c Config, h, o, wo, bo, normW, wg, wu, wd *Node) *Node {
 	return Add(h, linear(c, Mul(silu(linear(c, x, wg)), linear(c, x, wu)), wd))
 }
 
-// headLogits: h [L, D] -> logits [L, V] (final RMSNorm, output projection).
+// headLogits: h [L, D] -> logits [L, V] (final RMSNorm, output projection), in
+// h's dtype: a frozen wout kept in half precision (LoRA.KeepsStored) is widened
+// inside the product, never as a [V, D] copy.
 func headLogits(c Config, h, normW, wout *Node) *Node {
-	return linear(c, rmsNorm(h, normW, c.NormEps), wout)
+	x := rmsNorm(h, normW, c.NormEps)
+	return mm(c, x, []int{1}, nil, wout, []int{1}, nil, x.DType())
 }
 
 // headLoss: h [L, D], targets [L] int32, weight [L], scale [] -> sum(weight * crossentropy) * scale.

@@ -129,6 +129,16 @@ func (p *Params) Trainable() []string {
 	return append(names, p.AdapterNames()...)
 }
 
+// KeepsStored reports whether a run with these adapters may keep the base
+// weight name in the dtype it was stored in (bfloat16 or float16) rather than
+// the master dtype: the frozen matrices (projections, the untrained embedding,
+// lm_head). They are read in half precision and widened a layer at a time as
+// the step reaches them (LoRAPieces.Layer, AsDType), which changes no value;
+// the norms and biases are too small to matter and stay in the master dtype.
+func (l LoRA) KeepsStored(name string) bool {
+	return !IsNorm(name) && !IsBias(name) && !(l.TrainEmbed && IsEmbedding(name))
+}
+
 // AddLoRA gives p fresh adapters: A uniform in +-1/sqrt(in) (PEFT's default,
 // Kaiming-uniform with a = sqrt(5)), B zero, so the model computes exactly
 // what it did. The draws depend only on seed.
@@ -245,7 +255,13 @@ func MergeLoRA(p *Params) (*Params, error) {
 // Face folder or a checkpoint folder (which is one), with the LoRA adapters it
 // holds (adapter_config.json + adapter_model.safetensors) merged into the weights.
 func LoadInference(dir string, dtype dtypes.DType) (*Params, error) {
-	p, err := LoadHF(dir, dtype)
+	return LoadInferenceKeeping(dir, dtype, nil)
+}
+
+// LoadInferenceKeeping is LoadInference keeping the tensors keep names in their
+// stored half-precision dtype (see LoadHFKeeping).
+func LoadInferenceKeeping(dir string, dtype dtypes.DType, keep func(name string) bool) (*Params, error) {
+	p, err := LoadHFKeeping(dir, dtype, keep)
 	if err != nil {
 		return nil, err
 	}

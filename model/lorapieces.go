@@ -4,8 +4,11 @@ import (
 	"fmt"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/torusml/torus/host"
 )
 
 // LoRAPieces are the pieces a model with adapters trains through. The forward
@@ -23,7 +26,7 @@ import (
 type LoRAPieces struct {
 	cfg                    Config
 	l                      LoRA
-	merge                  *Exec
+	merge, widen           *Exec
 	preVJP, postVJP, headV *Exec
 	preT, postT            []string // the targeted suffixes of each piece, in input order
 }
@@ -55,13 +58,18 @@ func NewLoRAPieces(backend compute.Backend, cfg Config, l LoRA) (*LoRAPieces, er
 		}
 		return e.WithName(name).SetMaxCache(64)
 	}
-	// in: w [out, in], a [r, in], b [out, r] -> w + s b a, in w's dtype (the
-	// float32 master weights under mixed precision: the merge is not rounded to
-	// the compute dtype, the pieces cast the merged weight as they cast any).
+	// in: w [out, in], a [r, in], b [out, r] -> w + s b a, in the adapters'
+	// dtype, the master weights' (float32 under mixed precision: the merge is
+	// not rounded to the compute dtype, the pieces cast the merged weight as
+	// they cast any; a frozen w kept in bfloat16 widens exactly).
 	lp.merge = mk("LoRAMerge", func(in []*Node) []*Node {
+		dt := in[1].DType()
 		ba := DotGeneral(in[2], []int{1}, nil, in[1], []int{0}, nil)
-		return []*Node{Add(in[0], as(MulScalar(ba, s), in[0].DType()))}
+		return []*Node{Add(as(in[0], dt), as(MulScalar(ba, s), dt))}
 	})
+	// in: x, like (a scalar) -> x in like's dtype: a frozen weight kept in
+	// half precision, widened to the master dtype for the piece about to use it.
+	lp.widen = mk("Widen", func(in []*Node) []*Node { return []*Node{as(in[0], in[1].DType())} })
 	// in: h, normW, wq, wk, wv, cos, sin, dq, dk, dv, then (a, b) per targeted
 	// projection -> dh, [dnormW], (da, db) per targeted projection. The q, k, v
 	// biases add after the projections: the pullback does not read them.
@@ -94,24 +102,45 @@ func NewLoRAPieces(backend compute.Backend, cfg Config, l LoRA) (*LoRAPieces, er
 // headOutTrains: the output projection trains when it is the (trained) embedding.
 func (lp *LoRAPieces) headOutTrains(c Config) bool { return lp.l.TrainEmbed && c.TieEmbeddings }
 
-// Layer returns layer i's weights with the adapters merged into the targeted
-// projections (fresh tensors; the others are p's own).
+// Layer returns layer i's weights as the pieces take them: the adapters merged
+// into the targeted projections, and every weight kept in half precision
+// widened to p.DType (fresh tensors, the layer's alone: one layer's worth at a
+// time beside the half-precision base; the others are p's own).
 func (lp *LoRAPieces) Layer(p *Params, i int) (LayerWeights, error) {
 	w := p.Layer(i)
 	for _, slot := range []struct {
 		suffix string
 		t      **tensors.Tensor
-	}{{QProj, &w.Q}, {KProj, &w.K}, {VProj, &w.V}, {OProj, &w.O}, {GateProj, &w.Gate}, {UpProj, &w.Up}, {DownProj, &w.Down}} {
-		if !lp.l.Targeted(slot.suffix) {
-			continue
+	}{{QProj, &w.Q}, {KProj, &w.K}, {VProj, &w.V}, {OProj, &w.O}, {GateProj, &w.Gate}, {UpProj, &w.Up}, {DownProj, &w.Down},
+		{InputNorm, &w.InputNorm}, {PostNorm, &w.PostNorm}, {"", &w.QBias}, {"", &w.KBias}, {"", &w.VBias}, {"", &w.OBias}} {
+		var err error
+		switch {
+		case *slot.t == nil:
+		case slot.suffix != "" && lp.l.Targeted(slot.suffix):
+			var out []*tensors.Tensor
+			if out, err = run(lp.merge, 1, *slot.t, p.Get(LoRAName(i, slot.suffix, "A")), p.Get(LoRAName(i, slot.suffix, "B"))); err == nil {
+				*slot.t = out[0]
+			}
+		default:
+			*slot.t, err = lp.AsDType(*slot.t, p.DType)
 		}
-		out, err := run(lp.merge, 1, *slot.t, p.Get(LoRAName(i, slot.suffix, "A")), p.Get(LoRAName(i, slot.suffix, "B")))
 		if err != nil {
 			return LayerWeights{}, err
 		}
-		*slot.t = out[0]
 	}
 	return w, nil
+}
+
+// AsDType is t in dtype dt, converted where t is (t itself when it is in dt).
+func (lp *LoRAPieces) AsDType(t *tensors.Tensor, dt dtypes.DType) (*tensors.Tensor, error) {
+	if t.DType() == dt {
+		return t, nil
+	}
+	out, err := run(lp.widen, 1, t, host.NewScalar(dt, 0))
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
 }
 
 // adapterArgs appends layer i's (A, B) of each targeted suffix to args.

@@ -58,7 +58,7 @@ func Default() Recipe {
 			MinLRRatio:  0.1,
 			GradAccum:   1,
 		},
-		LoRA:       LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}},
+		LoRA:       LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}, BaseDType: "stored"},
 		Checkpoint: CheckpointConfig{EverySteps: 100, KeepLast: 2},
 		Launch:     LaunchConfig{MaxRestarts: 3},
 		Log:        LogConfig{Every: 10, Progress: "auto"},

@@ -49,7 +49,7 @@ func TestDefault(t *testing.T) {
 			RopeTheta: 10000, NormEps: 1e-5, TieEmbeddings: false, DType: "float32", InitStd: 0.02,
 			RopeScaling: recipe.RopeScalingConfig{Type: "none", LowFreqFactor: 1, HighFreqFactor: 4, BetaFast: 32, BetaSlow: 1},
 		},
-		LoRA:      recipe.LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}},
+		LoRA:      recipe.LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}, BaseDType: "stored"},
 		Data:      recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true, Interleave: 8, Pack: "split"},
 		Parallel:  recipe.ParallelConfig{Workers: 1, DP: 1, Strategy: "ring", Balance: "adaptive"},
 		Attention: recipe.AttentionConfig{Kernel: "auto"},

@@ -79,6 +79,11 @@ type LoRAConfig struct {
 	Dropout   float64  `yaml:"dropout"`   // dropout on the adapters' input, in [0, 1)
 	Targets   []string `yaml:"targets"`   // any of q, k, v, o, gate, up, down
 	Trainable []string `yaml:"trainable"` // base weights that train anyway: embed, norm (LongLoRA needs both to extend the context)
+	// BaseDType is how the frozen base weights are held: stored (in the
+	// dtype of model.from's files, bfloat16 for most releases: half the
+	// memory of float32, widened a layer at a time, the same results) or
+	// master (converted to the master weights' dtype once, at load).
+	BaseDType string `yaml:"base_dtype"`
 }
 
 // DataConfig is where tokens come from and how they are packed.

@@ -232,6 +232,7 @@ func (c *checker) lora(l LoRAConfig) {
 	}
 	c.names("lora.targets", l.Targets, LoRATargets)
 	c.names("lora.trainable", l.Trainable, LoRATrainable)
+	c.oneOf("lora.base_dtype", l.BaseDType, "stored", "master")
 }
 
 // names checks that every element of a list is one of allowed, once.

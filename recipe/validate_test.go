@@ -104,6 +104,7 @@ func TestValidate(t *testing.T) {
 		{"lora trainable", "lora: {rank: 4, trainable: [lm_head]}\n", nil,
 			`recipe.yaml:5: lora.trainable.0: there is no "lm_head": must be one of embed, norm`},
 		{"lora dropout", "lora: {rank: 4, dropout: 1}\n", nil, `recipe.yaml:5: lora.dropout: must be in [0, 1), got 1`},
+		{"lora base dtype", "lora: {rank: 4, base_dtype: bfloat16}\n", nil, `recipe.yaml:5: lora.base_dtype: must be one of "stored", "master", got "bfloat16"`},
 		{"rope_scaling type", "model:\n  rope_scaling: {type: ntk, factor: 4}\n", nil,
 			`recipe.yaml:6: model.rope_scaling.type: must be one of "none", "linear", "dynamic", "yarn", "llama3", got "ntk"`},
 		{"rope_scaling factor", "model:\n  rope_scaling: {type: linear, factor: 0.5}\n", nil,

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -127,7 +128,11 @@ func (t *Trainer) Resume(dir string) (checkpoint.Manifest, error) {
 		return checkpoint.Manifest{}, err
 	}
 	m := c.Manifest
-	params, opt, err := c.Load(t.Params.DType)
+	// The frozen base a LoRA run keeps in half precision is read as it is held.
+	params, opt, err := c.LoadKeeping(t.Params.DType, func(name string) bool {
+		p := t.Params.T[name]
+		return p != nil && p.DType() != t.Params.DType
+	})
 	if err != nil {
 		return m, err
 	}
@@ -200,16 +205,9 @@ func copyInto(dst, src *tensors.Tensor) error {
 	if dst.DType() != src.DType() || !slices.Equal(dst.Shape().Dimensions, src.Shape().Dimensions) {
 		return fmt.Errorf("checkpoint has %s%v, the model %s%v", src.DType(), src.Shape().Dimensions, dst.DType(), dst.Shape().Dimensions)
 	}
-	var err error
-	dst.MustMutableFlatData(func(d any) {
-		err = src.ConstFlatData(func(s any) {
-			switch d := d.(type) {
-			case []float32:
-				copy(d, s.([]float32))
-			case []float64:
-				copy(d, s.([]float64))
-			}
-		})
+	var rerr error
+	err := dst.MutableBytes(func(d []byte) { // same dtype and shape: the bytes are the values
+		rerr = src.ConstBytes(func(s []byte) { copy(d, s) })
 	})
-	return err
+	return errors.Join(err, rerr)
 }

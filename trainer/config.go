@@ -71,6 +71,11 @@ type Config struct {
 	// LoRA, when enabled, freezes the base weights and trains adapters (and
 	// the base weights it names) only.
 	LoRA model.LoRA
+	// KeepFrozenStored keeps a LoRA run's frozen base weights in the dtype
+	// model.From stores them in when that is bfloat16 or float16 (half the
+	// memory of float32), widened a layer at a time as the step uses them:
+	// the same values, so the same results (recipe lora.base_dtype: stored).
+	KeepFrozenStored bool
 
 	AdamW           optim.AdamWConfig
 	Schedule        optim.Schedule

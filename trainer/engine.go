@@ -119,11 +119,15 @@ func (e *Engine) sum(a, b *tensors.Tensor) (*tensors.Tensor, error) {
 
 // embed looks the tokens up in the embedding table.
 func (e *Engine) embed(bt batchTensors, tokens []int32) (*tensors.Tensor, error) {
-	table := e.Params.Get(embedName)
+	table, dt := e.Params.Get(embedName), e.Params.DType
 	if e.Device == nil {
-		return host.GatherRows(table, tokens), nil
+		return host.GatherRowsAs(table, tokens, dt), nil // a frozen table kept in half precision: the rows widened
 	}
-	return e.Pieces.EmbedOnDevice(table, bt.tokens)
+	h, err := e.Pieces.EmbedOnDevice(table, bt.tokens)
+	if err != nil || h.DType() == dt {
+		return h, err
+	}
+	return e.LoRA.AsDType(h, dt)
 }
 
 // batchTensors are a micro-batch's per-token inputs as tensors.

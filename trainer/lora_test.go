@@ -13,6 +13,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/trainer"
@@ -333,5 +334,139 @@ func TestLoRABF16TrainingLowersLoss(t *testing.T) {
 		if moved := !slices.Equal(host.ToFloat64(v), before[n]); moved != trains {
 			t.Errorf("%s: trains %v but changed %v", n, trains, moved)
 		}
+	}
+}
+
+// TestLoRAFrozenBase: a LoRA run from a bfloat16 model folder keeps the frozen
+// base in bfloat16 (lora.base_dtype: stored): the weights take about half
+// the bytes, and the losses, the trained weights and a checkpoint's resume are
+// bitwise those of the same run holding the base in float32 (base_dtype:
+// master), under float32 and bf16-mixed compute, host and device-resident,
+// tied and untied, with Qwen2's biases. The checkpoint stores the base as held.
+func TestLoRAFrozenBase(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		compute        dtypes.DType
+		device, tied   bool
+		bias           bool
+		lora           model.LoRA
+		wantHalfWeight bool // the embedding (and lm_head) frozen too
+	}{
+		{"float32 untied", 0, false, false, false, model.LoRA{Rank: 2, Alpha: 4, Targets: []string{"q", "v", "down"}}, true},
+		{"bf16 mixed device tied biases", dtypes.BFloat16, true, true, true, model.LoRA{Rank: 2, Alpha: 4, Targets: []string{"q", "k", "v", "o", "gate", "up", "down"}, TrainNorm: true}, true},
+		{"float32 device trained embedding", 0, true, false, false, model.LoRA{Rank: 2, Alpha: 4, Targets: []string{"o"}, TrainEmbed: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := parityConfig(t, dtypes.Float32, 64, 2)
+			cfg.Model.TieEmbeddings, cfg.Model.QKVBias = tc.tied, tc.bias
+			base, err := model.Init(cfg.Model, dtypes.Float32, 0.1, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.bias { // nonzero biases, so that they matter
+				for n, v := range base.T {
+					if model.IsBias(n) {
+						base.T[n] = host.FromFloat64(dtypes.Float32, slices.Repeat([]float64{0.05}, v.Size()), v.Shape().Dimensions...)
+					}
+				}
+			}
+			from := t.TempDir()
+			if err := model.SaveHF(from, base, "bfloat16"); err != nil {
+				t.Fatal(err)
+			}
+			cfg.From, cfg.Model = from, model.Config{}
+			cfg.LoRA, cfg.Compute, cfg.DeviceResident = tc.lora, tc.compute, tc.device
+			type out struct {
+				losses  []float64
+				weights int64
+				params  map[string][]float64
+				dtypes  map[string]dtypes.DType
+				ckpt    string
+			}
+			run := func(stored bool, resume string, steps int) out {
+				c := cfg
+				c.KeepFrozenStored = stored
+				tr, err := trainer.New(c, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tr.Close()
+				if resume != "" {
+					if _, err := tr.Resume(resume); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var o out
+				for range steps {
+					st, err := tr.Step(context.Background())
+					if err != nil {
+						t.Fatal(err)
+					}
+					o.losses, o.weights = append(o.losses, st.Loss), st.Memory.Weights
+				}
+				o.params, o.dtypes = map[string][]float64{}, map[string]dtypes.DType{}
+				for n, v := range tr.Params.T {
+					o.params[n], o.dtypes[n] = host.ToFloat64(v), v.DType()
+				}
+				s, err := tr.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o.ckpt, err = checkpoint.Save(t.TempDir(), s); err != nil {
+					t.Fatal(err)
+				}
+				return o
+			}
+			master, stored := run(false, "", 4), run(true, "", 4)
+			if !slices.Equal(stored.losses, master.losses) {
+				t.Errorf("losses %.9g with the base in bfloat16, %.9g in float32", stored.losses, master.losses)
+			}
+			var half, halfBytes int64
+			for n, want := range master.params {
+				if !slices.Equal(stored.params[n], want) {
+					t.Errorf("%s differs after 4 steps", n)
+				}
+				keep := tc.lora.KeepsStored(n) && !strings.Contains(n, ".lora_")
+				if got := stored.dtypes[n]; (got == dtypes.BFloat16) != keep {
+					t.Errorf("%s held as %s; kept in bfloat16: want %v", n, got, keep)
+				}
+				if keep {
+					half++
+					halfBytes += int64(2 * len(want))
+				}
+				if master.dtypes[n] != dtypes.Float32 {
+					t.Errorf("%s held as %s under base_dtype master", n, master.dtypes[n])
+				}
+			}
+			if got := master.weights - stored.weights; got != halfBytes {
+				t.Errorf("weights %d bytes with the base in bfloat16, %d in float32: saved %d, want %d (%d tensors at 2 bytes less a scalar)",
+					stored.weights, master.weights, got, halfBytes, half)
+			}
+			if ratio := float64(stored.weights) / float64(master.weights); tc.wantHalfWeight && ratio > 0.55 {
+				t.Errorf("weights %d bytes, %.2f of float32's", stored.weights, ratio)
+			}
+			t.Logf("weights %d bytes (float32 base: %d, %.2fx)", stored.weights, master.weights, float64(stored.weights)/float64(master.weights))
+			ck, err := checkpoint.Open(stored.ckpt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _, err := ck.LoadKeeping(dtypes.Float32, func(string) bool { return true })
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n, v := range p.T {
+				if want := stored.dtypes[n]; v.DType() != want && !strings.Contains(n, ".lora_") {
+					t.Errorf("checkpoint stores %s as %s, the run held %s", n, v.DType(), want)
+				}
+			}
+			// Resume from each checkpoint: 2 more steps continue bitwise.
+			whole := run(false, "", 6)
+			for _, o := range []out{master, stored} {
+				more := run(o.dtypes[model.LayerParam(0, model.QProj)] == dtypes.BFloat16, o.ckpt, 2)
+				if got := append(slices.Clone(o.losses), more.losses...); !slices.Equal(got, whole.losses) {
+					t.Errorf("resumed losses %.9g, uninterrupted %.9g", got, whole.losses)
+				}
+			}
+		})
 	}
 }

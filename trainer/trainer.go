@@ -177,7 +177,11 @@ func loadParams(c Config, tok data.Tokenizer) (*model.Params, error) {
 	var err error
 	if c.From != "" {
 		// A folder with adapters (a LoRA run's checkpoint) is its merged model.
-		if p, err = model.LoadInference(c.From, c.DType); err != nil {
+		var keep func(string) bool
+		if c.LoRA.Enabled() && c.KeepFrozenStored {
+			keep = c.LoRA.KeepsStored // the frozen base in the files' bfloat16: half the memory
+		}
+		if p, err = model.LoadInferenceKeeping(c.From, c.DType, keep); err != nil {
 			return nil, fmt.Errorf("trainer: model.from: %w", err)
 		}
 		if c.RopeScaling != nil {
