@@ -2,6 +2,7 @@ package host
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/dtypes/bfloat16"
@@ -116,6 +117,34 @@ func GatherRows(table *tensors.Tensor, idx []int32) *tensors.Tensor {
 		}
 	})
 	return out
+}
+
+// FirstNonFinite is the index of t's first NaN or infinite element, or -1
+// when every element is finite (any float dtype; -1 for the others).
+func FirstNonFinite(t *tensors.Tensor) int {
+	at := -1
+	t.MustConstFlatData(func(flat any) {
+		switch v := flat.(type) {
+		case []float32:
+			at = firstBad(v, func(x float32) float64 { return float64(x) })
+		case []float64:
+			at = firstBad(v, func(x float64) float64 { return x })
+		case []bfloat16.BFloat16:
+			at = firstBad(v, bfloat16.BFloat16.Float64)
+		case []float16.Float16:
+			at = firstBad(v, func(x float16.Float16) float64 { return float64(x.Float32()) })
+		}
+	})
+	return at
+}
+
+func firstBad[T any](v []T, f func(T) float64) int {
+	for i, x := range v {
+		if y := f(x); math.IsNaN(y) || math.IsInf(y, 0) {
+			return i
+		}
+	}
+	return -1
 }
 
 // GatherRowsAs is GatherRows with the rows in dtype dt (float32 or float64):

@@ -54,6 +54,15 @@ func (c Config) HeadDimension() int {
 
 // Validate reports the first inconsistency in the architecture, naming the field.
 func (c Config) Validate() error {
+	for _, l := range []struct {
+		key      string
+		got, max int
+	}{{"vocab", c.Vocab, MaxVocab}, {"dim", c.Dim, MaxDim}, {"layers", c.Layers, MaxLayers}, {"heads", c.Heads, MaxHeads},
+		{"kv_heads", c.KVHeads, MaxHeads}, {"head_dim", c.HeadDim, MaxHeadDim}, {"mlp_dim", c.MLPDim, MaxMLPDim}} {
+		if l.got > l.max {
+			return fmt.Errorf("model: %s %d is over the limit of %d", l.key, l.got, l.max)
+		}
+	}
 	switch {
 	case c.Vocab < 2:
 		return fmt.Errorf("model: vocab must be >= 2, got %d", c.Vocab)
@@ -84,6 +93,18 @@ func (c Config) Validate() error {
 	}
 	return c.validateRopeScaling()
 }
+
+// Limits on a model's sizes, far beyond any released model's (Llama 3.1 405B:
+// 126 layers, hidden 16384, MLP 53248, vocabulary 128256): a typo in a recipe
+// or a hostile config.json is refused before anything is allocated for it.
+const (
+	MaxVocab   = 1 << 23
+	MaxDim     = 1 << 17
+	MaxLayers  = 1024
+	MaxHeads   = 4096
+	MaxHeadDim = 4096
+	MaxMLPDim  = 1 << 20
+)
 
 // ParamNames lists every parameter by its Hugging Face name, in a fixed order
 // (embedding, layers in order, final norm, head).

@@ -31,6 +31,9 @@ const (
 	hfIndexFile   = "model.safetensors.index.json"
 )
 
+// maxConfigBytes bounds a config.json read whole (real ones are a few KiB).
+const maxConfigBytes = 1 << 20
+
 // Buffers older Llama checkpoints carry; they are derived from rope_theta, not parameters.
 var hfIgnoredTensor = regexp.MustCompile(`^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$`)
 
@@ -205,6 +208,9 @@ type hfConfigIn struct {
 // Qwen2Config with use_sliding_window false (q, k and v biases). Missing optional
 // fields take LlamaConfig's defaults, and Qwen2Config's where they differ.
 func ReadHFConfig(path string) (Config, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > maxConfigBytes {
+		return Config{}, fmt.Errorf("model: %s: %d bytes, over the %d-byte limit of a config.json", path, fi.Size(), maxConfigBytes)
+	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("model: %w", err)
@@ -237,12 +243,19 @@ func ReadHFConfig(path string) (Config, error) {
 		}
 	}
 	for _, f := range []struct {
-		key string
-		v   *int
-	}{{"vocab_size", in.VocabSize}, {"hidden_size", in.HiddenSize}, {"intermediate_size", in.IntermediateSize},
-		{"num_hidden_layers", in.NumHiddenLayers}, {"num_attention_heads", in.NumAttentionHeads}} {
-		if f.v == nil {
+		key      string
+		v        *int
+		optional bool
+		max      int
+	}{{"vocab_size", in.VocabSize, false, MaxVocab}, {"hidden_size", in.HiddenSize, false, MaxDim},
+		{"intermediate_size", in.IntermediateSize, false, MaxMLPDim}, {"num_hidden_layers", in.NumHiddenLayers, false, MaxLayers},
+		{"num_attention_heads", in.NumAttentionHeads, false, MaxHeads}, {"num_key_value_heads", in.NumKeyValueHeads, true, MaxHeads},
+		{"head_dim", in.HeadDim, true, MaxHeadDim}} {
+		switch {
+		case f.v == nil && !f.optional:
 			return fail("%s missing", f.key)
+		case f.v != nil && *f.v > f.max:
+			return fail("%s %d is over the limit of %d (larger than any model torus can hold)", f.key, *f.v, f.max)
 		}
 	}
 	c := Config{

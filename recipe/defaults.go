@@ -50,6 +50,7 @@ func Default() Recipe {
 			Eps:         1e-8,
 			WeightDecay: 0.1,
 			MaxGradNorm: 1.0,
+			OnNonFinite: "stop", NonFiniteLimit: 5,
 		},
 		Schedule: ScheduleConfig{
 			Steps:       1000,

@@ -56,6 +56,7 @@ func TestDefault(t *testing.T) {
 		Memory:    recipe.MemoryConfig{Recompute: "layer", Offload: "none", AttnBlockQ: 256, AttnBlockK: 256},
 		Optim: recipe.OptimConfig{
 			LR: 3e-4, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, MaxGradNorm: 1.0,
+			OnNonFinite: "stop", NonFiniteLimit: 5,
 		},
 		Schedule:   recipe.ScheduleConfig{Steps: 1000, WarmupSteps: 100, Decay: "cosine", MinLRRatio: 0.1, GradAccum: 1},
 		Checkpoint: recipe.CheckpointConfig{EverySteps: 100, KeepLast: 2},

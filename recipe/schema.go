@@ -168,6 +168,12 @@ type OptimConfig struct {
 	MaxGradNorm     float64 `yaml:"max_grad_norm"`    // 0: no clipping
 	DecayNorms      bool    `yaml:"decay_norms"`      // apply weight decay to norm weights too
 	DecayEmbeddings bool    `yaml:"decay_embeddings"` // apply weight decay to the embedding too
+	// OnNonFinite is what a step whose loss or gradient norm is NaN or
+	// infinite does: stop (the run ends naming the step; nothing of it is
+	// applied or checkpointed) or skip (its update is dropped and counted;
+	// more than NonFiniteLimit in a row stop the run).
+	OnNonFinite    string `yaml:"on_nonfinite"`
+	NonFiniteLimit int    `yaml:"nonfinite_limit"`
 }
 
 // ScheduleConfig is how long to train and how the learning rate moves.

@@ -25,16 +25,18 @@ func (r Recipe) Validate() error {
 
 	m := r.Model
 	if m.From == "" { // with from, the shape comes from the folder's config.json
-		c.atLeast("model.vocab", m.Vocab, 2)
-		c.atLeast("model.dim", m.Dim, 1)
-		c.atLeast("model.layers", m.Layers, 1)
-		c.atLeast("model.heads", m.Heads, 1)
-		c.atLeast("model.kv_heads", m.KVHeads, 1)
+		c.within("model.vocab", m.Vocab, 2, 1<<23)
+		c.within("model.dim", m.Dim, 1, 1<<17)
+		c.within("model.layers", m.Layers, 1, 1024)
+		c.within("model.heads", m.Heads, 1, 4096)
+		c.within("model.kv_heads", m.KVHeads, 1, 4096)
 		if m.Heads >= 1 && m.KVHeads >= 1 && m.Heads%m.KVHeads != 0 {
 			c.addFirst([]string{"model.kv_heads", "model.heads"},
 				"kv_heads (%d) must divide heads (%d)", m.KVHeads, m.Heads)
 		}
 		switch {
+		case m.HeadDim > 4096:
+			c.add("model.head_dim", "must be <= 4096, got %d", m.HeadDim)
 		case m.HeadDim < 0 || m.HeadDim%2 != 0:
 			// RoPE rotates dimensions in pairs.
 			c.add("model.head_dim", "must be 0 (dim/heads) or a positive even number, got %d", m.HeadDim)
@@ -47,7 +49,7 @@ func (r Recipe) Validate() error {
 					"dim/heads (%d/%d = %d) must be even for RoPE when head_dim is 0", m.Dim, m.Heads, m.Dim/m.Heads)
 			}
 		}
-		c.atLeast("model.mlp_dim", m.MLPDim, 1)
+		c.within("model.mlp_dim", m.MLPDim, 1, 1<<20)
 		c.positive("model.rope_theta", m.RopeTheta)
 		c.positive("model.norm_eps", m.NormEps)
 	}
@@ -102,14 +104,14 @@ func (r Recipe) Validate() error {
 		}
 	}
 	c.tokenizer(d.Tokenizer, r.Model.From)
-	c.atLeast("data.seq_len", d.SeqLen, 2) // one input and one target token
-	c.atLeast("data.interleave", d.Interleave, 1)
+	c.within("data.seq_len", d.SeqLen, 2, 1<<27) // one input and one target token; at most 134M
+	c.within("data.interleave", d.Interleave, 1, 4096)
 	c.oneOf("data.pack", d.Pack, "split", "whole")
 	c.atLeast("data.heldout", d.Heldout, 0)
 
 	pc := r.Parallel
-	c.atLeast("parallel.workers", pc.Workers, 1)
-	c.atLeast("parallel.dp", pc.DP, 1)
+	c.within("parallel.workers", pc.Workers, 1, 1<<16)
+	c.within("parallel.dp", pc.DP, 1, 1<<16)
 	if pc.SP < 0 {
 		c.add("parallel.sp", "must be >= 0 (0: workers/dp), got %d", pc.SP)
 	}
@@ -135,6 +137,8 @@ func (r Recipe) Validate() error {
 	c.positive("optim.eps", o.Eps)
 	c.nonNegative("optim.weight_decay", o.WeightDecay)
 	c.nonNegative("optim.max_grad_norm", o.MaxGradNorm)
+	c.oneOf("optim.on_nonfinite", o.OnNonFinite, "stop", "skip")
+	c.atLeast("optim.nonfinite_limit", o.NonFiniteLimit, 1)
 
 	s := r.Schedule
 	c.atLeast("schedule.steps", s.Steps, 1)
@@ -145,7 +149,7 @@ func (r Recipe) Validate() error {
 	if !(s.MinLRRatio >= 0 && s.MinLRRatio <= 1) {
 		c.add("schedule.min_lr_ratio", "must be in [0, 1], got %v", s.MinLRRatio)
 	}
-	c.atLeast("schedule.grad_accum", s.GradAccum, 1)
+	c.within("schedule.grad_accum", s.GradAccum, 1, 1<<20)
 
 	c.oneOf("attention.kernel", r.Attention.Kernel, "auto", "blockwise")
 	if g := r.Attention.ShiftGroups; g != 0 && (g < 2 || g%2 != 0) {
@@ -327,6 +331,17 @@ func (c *checker) oneOf(key, got string, allowed ...string) {
 
 // maxKeyDigits bounds data.sources[].key_digits (data.PasskeyMaxDigits).
 const maxKeyDigits = 64
+
+// within bounds a size from above too, far beyond what any run uses (the
+// model's limits are model.MaxVocab and its kin): a typo is refused before
+// anything is allocated for it.
+func (c *checker) within(key string, got, least, most int) {
+	if got > most {
+		c.add(key, "must be <= %d, got %d", most, got)
+		return
+	}
+	c.atLeast(key, got, least)
+}
 
 func (c *checker) atLeast(key string, got, least int) {
 	if got < least {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/torusml/torus/checkpoint"
 	"github.com/torusml/torus/data"
+	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
 )
@@ -35,6 +36,12 @@ func (t *Trainer) Snapshot() (*checkpoint.Snapshot, error) { return t.SnapshotIn
 // a run that checkpoints often then moves its state into two buffers in turn
 // instead of making garbage of its size every time.
 func (t *Trainer) SnapshotInto(reuse *checkpoint.Snapshot) (*checkpoint.Snapshot, error) {
+	// Nothing non-finite is checkpointed (the frozen weights cannot change).
+	for _, name := range t.order {
+		if host.FirstNonFinite(t.Params.T[name]) >= 0 {
+			return nil, fmt.Errorf("snapshot at step %d: %s holds a NaN or an infinity: not checkpointed", t.step, name)
+		}
+	}
 	params := &model.Params{Config: t.Params.Config, DType: t.Params.DType, T: map[string]*tensors.Tensor{}, LoRA: t.Params.LoRA}
 	opt := map[string]*tensors.Tensor{}
 	if reuse != nil {

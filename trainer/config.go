@@ -77,9 +77,14 @@ type Config struct {
 	// the same values, so the same results (recipe lora.base_dtype: stored).
 	KeepFrozenStored bool
 
-	AdamW           optim.AdamWConfig
-	Schedule        optim.Schedule
-	MaxGradNorm     float64
+	AdamW       optim.AdamWConfig
+	Schedule    optim.Schedule
+	MaxGradNorm float64
+	// A step whose loss or gradient norm is not finite applies nothing: it
+	// stops the run (a *NonFiniteError) or, with SkipNonFinite, is dropped
+	// and counted, stopping after more than NonFiniteLimit in a row.
+	SkipNonFinite   bool
+	NonFiniteLimit  int
 	DecayNorms      bool
 	DecayEmbeddings bool
 	GradAccum       int

@@ -153,9 +153,16 @@ func (r *reducer) layer(l int) {
 func (r *reducer) rest(loss float64) (float64, error) {
 	defer r.cancel()
 	if !r.active() {
+		r.t.stopAgreed = r.t.stopAsked.Load()
 		return loss, nil
 	}
-	lossT := host.ReshapeCopy(host.NewScalar(r.t.Params.DType, loss), 1)
+	// The loss, and whether this worker was asked to stop: summed, every
+	// worker learns the same answer at the same step.
+	asked := 0.0
+	if r.t.stopAsked.Load() {
+		asked = 1
+	}
+	lossT := host.FromFloat64(r.t.Params.DType, []float64{loss, asked}, 2)
 	var ts []*tensors.Tensor
 	for _, name := range r.t.otherParams {
 		ts = append(ts, r.t.grads[name])
@@ -172,7 +179,9 @@ func (r *reducer) rest(loss float64) (float64, error) {
 	if first != nil {
 		return 0, fmt.Errorf("gradient all-reduce: %w", first)
 	}
-	return host.ToFloat64(lossT)[0], nil
+	sum := host.ToFloat64(lossT)
+	r.t.stopAgreed = sum[1] > 0
+	return sum[0], nil
 }
 
 // abandon stops buckets in flight after a failed step.

@@ -31,6 +31,10 @@ func (d RunDir) Ckpt() string    { return filepath.Join(string(d), "ckpt") }
 //
 // After Resume, Run continues the run: metrics.jsonl keeps the lines up to the
 // checkpoint's step and drops those a crash left after it.
+//
+// After RequestStop, Run returns a *StoppedError once every worker has agreed
+// on the step to stop after, with a checkpoint of that step written (even
+// when the recipe writes none).
 func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) error {
 	if dir == "" {
 		for t.step < t.Config.Schedule.Steps {
@@ -41,6 +45,9 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 			if onStep != nil {
 				onStep(st)
 			}
+			if t.stopAgreed && t.step < t.Config.Schedule.Steps {
+				return &StoppedError{Step: t.step}
+			}
 		}
 		return nil
 	}
@@ -50,8 +57,14 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	}
 	defer mf.Close()
 	var ckpt *checkpoint.Writer
+	openCkpt := func() (err error) {
+		if ckpt == nil {
+			ckpt, err = checkpoint.NewWriter(dir.Ckpt(), t.Config.Keep)
+		}
+		return err
+	}
 	if t.Config.CheckpointEvery > 0 {
-		if ckpt, err = checkpoint.NewWriter(dir.Ckpt(), t.Config.Keep); err != nil {
+		if err := openCkpt(); err != nil {
 			return err
 		}
 	}
@@ -73,6 +86,7 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 		n++
 		return ckpt.Submit(s)
 	}
+	var stopped *StoppedError
 	err = func() error {
 		enc := json.NewEncoder(mf)
 		for t.step < t.Config.Schedule.Steps {
@@ -80,7 +94,13 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 			if err != nil {
 				return err
 			}
-			if t.step%max(t.Config.CheckpointEvery, 1) == 0 || t.step == t.Config.Schedule.Steps {
+			stop := t.stopAgreed && t.step < t.Config.Schedule.Steps
+			if stop {
+				if err := openCkpt(); err != nil {
+					return err
+				}
+			}
+			if stop || t.step%max(t.Config.CheckpointEvery, 1) == 0 || t.step == t.Config.Schedule.Steps {
 				if err := save(); err != nil {
 					return fmt.Errorf("step %d: %w", t.step, err)
 				}
@@ -93,6 +113,10 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 			}
 			if onStep != nil {
 				onStep(st)
+			}
+			if stop {
+				stopped = &StoppedError{Step: t.step, Checkpoint: filepath.Join(dir.Ckpt(), st.Checkpoint)}
+				return nil
 			}
 		}
 		return nil
@@ -107,6 +131,9 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 	}
 	if err := mf.Sync(); err != nil {
 		return fmt.Errorf("metrics: %w", err)
+	}
+	if stopped != nil {
+		return stopped
 	}
 	// The final model is a plain Hugging Face folder: adapters merged in (the
 	// checkpoints keep them apart, for resume and export --format peft).
@@ -123,6 +150,25 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 		}
 	}
 	return nil
+}
+
+// RequestStop asks Run to stop after the step in progress (safe from any
+// goroutine, e.g. a signal handler). In a parallel job, the workers that were
+// asked tell the others with the step's loss: all stop after the same step.
+func (t *Trainer) RequestStop() { t.stopAsked.Store(true) }
+
+// StoppedError is Run's result after RequestStop: the run stopped early, after
+// Step, and (rank 0) wrote the checkpoint Checkpoint, committed and verified.
+type StoppedError struct {
+	Step       int
+	Checkpoint string // "" on the ranks that write nothing
+}
+
+func (e *StoppedError) Error() string {
+	if e.Checkpoint == "" {
+		return fmt.Sprintf("stopped on request after step %d", e.Step)
+	}
+	return fmt.Sprintf("stopped on request after step %d; checkpoint %s", e.Step, e.Checkpoint)
 }
 
 // openRunDir writes the recipe and opens metrics.jsonl for the steps to come:
@@ -185,6 +231,45 @@ func metricsUpTo(r io.Reader, step int) (int64, error) {
 		}
 		if err != nil {
 			return 0, err
+		}
+	}
+}
+
+// CheckpointsHolding is the run directory whose checkpoints (RUN/ckpt, or any
+// checkpoint folder, one holding a manifest) path is inside of or is, ""
+// when it is in none: what a command that writes must not touch. Symbolic
+// links are followed as far as path exists.
+func CheckpointsHolding(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	// The deepest existing ancestor, with its links resolved, then the rest.
+	rest := ""
+	for p := abs; ; p = filepath.Dir(p) {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			abs = filepath.Join(real, rest)
+			break
+		}
+		if p == filepath.Dir(p) {
+			break
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(filepath.Join(p, checkpoint.ManifestFile)); err == nil {
+			return p
+		}
+		if filepath.Base(p) == "ckpt" {
+			run := RunDir(filepath.Dir(p))
+			for _, f := range []string{run.Recipe(), run.Metrics()} {
+				if _, err := os.Stat(f); err == nil {
+					return p
+				}
+			}
+		}
+		if p == filepath.Dir(p) {
+			return ""
 		}
 	}
 }

@@ -2,10 +2,12 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
@@ -19,7 +21,7 @@ import (
 
 // StepStats is what one optimizer step did: one line of metrics.jsonl.
 type StepStats struct {
-	Step         int     `json:"step"` // 1-based: the number of updates applied
+	Step         int     `json:"step"` // 1-based: the number of steps taken (skipped ones included)
 	Loss         float64 `json:"loss"` // mean cross-entropy per target token, nats
 	LR           float64 `json:"lr"`
 	GradNorm     float64 `json:"grad_norm"` // before clipping
@@ -36,7 +38,28 @@ type StepStats struct {
 	// Checkpoint is the checkpoint this step started writing (in the background), if any.
 	Checkpoint string `json:"checkpoint,omitempty"`
 	Memory     Memory `json:"memory"`
+	// Skipped: the step's loss or gradient norm was not finite and its update
+	// was dropped (optim.on_nonfinite: skip); SkippedTotal counts them so far.
+	Skipped      bool `json:"skipped,omitempty"`
+	SkippedTotal int  `json:"skipped_total,omitempty"`
 	Device            // mfu, device memory and GPU load (devstats.go)
+}
+
+// MarshalJSON writes a skipped step's non-finite loss and gradient norm as
+// null (JSON has no NaN): the metrics line is still written.
+func (s StepStats) MarshalJSON() ([]byte, error) {
+	type plain StepStats
+	orNull := func(x float64) *float64 {
+		if !finite(x) {
+			return nil
+		}
+		return &x
+	}
+	return json.Marshal(struct {
+		plain
+		Loss     *float64 `json:"loss"`
+		GradNorm *float64 `json:"grad_norm"`
+	}{plain(s), orNull(s.Loss), orNull(s.GradNorm)})
 }
 
 // Memory is what this worker holds, by component, in bytes.
@@ -64,10 +87,18 @@ type Trainer struct {
 	devOpt  *optim.DeviceAdamW // on a device: compiled, bitwise the same as hostOpt
 	grads   Grads
 	order   []string // parameter names in order
-	step    int
-	tokens  int64 // target tokens trained on
-	dist    *Dist // nil: a single worker
-	nreduce int   // steps reduced so far, for tags
+
+	badInARow, skipped int // non-finite steps: in a row now, and skipped in all
+
+	// stopAsked is set (by a signal handler) to stop the run after the step in
+	// progress; stopAgreed says, after a step, that some worker asked before
+	// it ended: every worker reads the same value, summed with the loss.
+	stopAsked  atomic.Bool
+	stopAgreed bool
+	step       int
+	tokens     int64 // target tokens trained on
+	dist       *Dist // nil: a single worker
+	nreduce    int   // steps reduced so far, for tags
 
 	devstats    *deviceStats // MFU, device memory and load for each step's metrics
 	layerParams [][]string   // each layer's parameter names, and the rest: the all-reduce buckets
@@ -260,16 +291,34 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	}
 	// The optimizer: not exchanged. Every worker holds the same summed
 	// gradients and the same weights, and applies the same update.
+	// A non-finite loss or norm (the same on every worker) applies nothing.
 	lr := t.Config.Schedule.At(t.step)
-	norm, err := t.update(lr)
+	norm, applied, err := t.update(lr, loss)
 	if err != nil {
 		return StepStats{}, fmt.Errorf("step %d: optimizer: %w", t.step+1, err)
+	}
+	if applied {
+		t.badInARow = 0
+	} else if err := t.nonFinite(loss, norm); err != nil {
+		return StepStats{}, err
 	}
 	t.step++
 	t.tokens += int64(targets)
 	s := t.stats(time.Since(start).Seconds(), wait0, sent0, loss, lr, norm, targets)
-	s.DataWaitSeconds = dataWait
+	s.DataWaitSeconds, s.Skipped, s.SkippedTotal = dataWait, !applied, t.skipped
 	return s, nil
+}
+
+// nonFinite counts a step that applied nothing, and returns the error that
+// stops the run unless the recipe skips such steps (up to its limit in a row).
+func (t *Trainer) nonFinite(loss, norm float64) error {
+	t.badInARow++
+	e := &NonFiniteError{Step: t.step + 1, Loss: loss, GradNorm: norm, Param: t.firstBadGradient(), InARow: t.badInARow, Skipped: t.skipped}
+	if !t.Config.SkipNonFinite || t.badInARow > t.Config.NonFiniteLimit {
+		return e
+	}
+	t.skipped++
+	return nil
 }
 
 // stats is the metrics line of the step just taken.

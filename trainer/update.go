@@ -10,36 +10,44 @@ import (
 )
 
 // update clips the gradients by their global norm and applies AdamW with
-// learning rate lr; it returns the norm before clipping.
-func (t *Trainer) update(lr float64) (norm float64, err error) {
+// learning rate lr; it returns the norm before clipping. A non-finite loss or
+// norm applies nothing (applied is false): the weights and the optimizer's
+// moments and step count stay those of the step before.
+func (t *Trainer) update(lr, loss float64) (norm float64, applied bool, err error) {
 	if t.devOpt == nil {
 		err = t.withOptimParams(func(ps []optim.Param) error {
 			gs := make([]optim.Vec, len(ps))
 			for i, p := range ps {
 				gs[i] = p.Grad
 			}
-			norm = optim.ClipGlobalNorm(t.Config.MaxGradNorm, gs...)
+			if norm = optim.ClipGlobalNorm(t.Config.MaxGradNorm, gs...); !finite(norm) || !finite(loss) {
+				return nil
+			}
+			applied = true
 			return t.hostOpt.Step(lr, ps)
 		})
-		return norm, err
+		return norm, applied, err
 	}
 	gs := make([]*tensors.Tensor, len(t.order))
 	for i, name := range t.order {
 		gs[i] = t.grads[name]
 	}
-	if norm, err = t.Engine.Device.ClipGlobalNorm(t.Config.MaxGradNorm, gs); err != nil {
-		return 0, err
+	norm, err = t.Engine.Device.ClipGlobalNorm(t.Config.MaxGradNorm, gs)
+	for i, name := range t.order {
+		t.grads[name] = gs[i] // clipping replaced them
+	}
+	if err != nil || !finite(norm) || !finite(loss) {
+		return norm, false, err
 	}
 	ps := make([]optim.DeviceParam, len(t.order))
 	for i, name := range t.order {
-		t.grads[name] = gs[i] // clipping replaced them
 		ps[i] = optim.DeviceParam{Name: name, Decay: t.decays(name), Value: t.Params.T[name], Grad: gs[i]}
 	}
 	err = t.devOpt.Step(lr, ps)
 	for i, name := range t.order {
 		t.Params.T[name] = ps[i].Value // the update donated the old tensor
 	}
-	return norm, err
+	return norm, err == nil, err
 }
 
 // decays reports whether weight decay applies to a parameter.

@@ -86,6 +86,8 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		Schedule: optim.Schedule{LR: r.Optim.LR, WarmupSteps: r.Schedule.WarmupSteps, Steps: r.Schedule.Steps,
 			Decay: r.Schedule.Decay, MinLRRatio: r.Schedule.MinLRRatio},
 		MaxGradNorm:     r.Optim.MaxGradNorm,
+		SkipNonFinite:   r.Optim.OnNonFinite == "skip",
+		NonFiniteLimit:  r.Optim.NonFiniteLimit,
 		DecayNorms:      r.Optim.DecayNorms,
 		DecayEmbeddings: r.Optim.DecayEmbeddings,
 		GradAccum:       r.Schedule.GradAccum,

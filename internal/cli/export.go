@@ -15,6 +15,7 @@ import (
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/safetensors"
+	"github.com/torusml/torus/trainer"
 )
 
 func newExportCmd() *cobra.Command {
@@ -44,6 +45,9 @@ func newExportCmd() *cobra.Command {
 			dir, err := ckptPath(args[0])
 			if err != nil {
 				return fmt.Errorf("export: %w", err)
+			}
+			if held := trainer.CheckpointsHolding(out); held != "" {
+				return fmt.Errorf("export: --out %s is inside %s, a run's checkpoints: writing there would overwrite or corrupt them; choose a folder outside any ckpt/", out, held)
 			}
 			start := time.Now()
 			c, err := checkpoint.Open(dir)

@@ -122,7 +122,10 @@ func machineMemory(flag string) (int64, string, error) {
 	return n, "MemAvailable", nil
 }
 
-func memAvailable() (int64, error) {
+func memAvailable() (int64, error) { return memInfo("MemAvailable") }
+
+// memInfo is a /proc/meminfo figure in bytes (MemTotal, MemAvailable).
+func memInfo(key string) (int64, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0, err
@@ -130,7 +133,7 @@ func memAvailable() (int64, error) {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "MemAvailable:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), key+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("/proc/meminfo: %q", s.Text())
@@ -138,7 +141,7 @@ func memAvailable() (int64, error) {
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/meminfo has no MemAvailable")
+	return 0, fmt.Errorf("/proc/meminfo has no %s", key)
 }
 
 // parseBytes reads 80GiB, 80GB (10^9), 512MiB, 1.5TB or a plain byte count.
