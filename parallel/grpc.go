@@ -30,7 +30,13 @@ type GRPCConfig struct {
 	Logger          *slog.Logger  // default slog.Default()
 	// Token, when set, is the cluster token every stream to and from this
 	// rank carries; a stream without it is refused and logged (grpc_auth.go).
+	// Under TLS it travels encrypted, a second check after the certificates.
 	Token string
+	// TLS, when set, makes every connection to and from this rank mutual TLS
+	// 1.3 against the job's CA (tls.go: DeriveTLS, LoadTLS); a peer without a
+	// certificate of the job is refused and logged. Nil: plaintext, which
+	// Validate allows only when every address is loopback.
+	TLS *TLSIdentity
 }
 
 // withDefaults fills the zero fields.
@@ -63,9 +69,15 @@ func (c GRPCConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("Rank %d out of range [0, len(Addrs)=%d)", c.Rank, len(c.Addrs)))
 	}
 	for i, a := range c.Addrs {
-		if a == "" {
+		switch {
+		case a == "":
 			errs = append(errs, fmt.Errorf("Addrs[%d] is empty", i))
+		case c.TLS == nil && !IsLoopback(a):
+			errs = append(errs, fmt.Errorf("Addrs[%d] %q is not a loopback address, and TLS is nil: plaintext streams are allowed on loopback only", i, a))
 		}
+	}
+	if c.TLS != nil && (len(c.TLS.Cert.Certificate) == 0 || c.TLS.Cert.PrivateKey == nil || c.TLS.CAs == nil) {
+		errs = append(errs, errors.New("TLS has no certificate, no key or no CAs (make it with DeriveTLS or LoadTLS)"))
 	}
 	if c.Listener == nil {
 		errs = append(errs, errors.New("Listener is nil"))
@@ -161,13 +173,17 @@ func NewGRPC(ctx context.Context, cfg GRPCConfig) (*GRPCTransport, error) {
 		close(t.inReady)
 	}
 	minPing := max(cfg.Keepalive/2, time.Second)
-	t.server = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(frameCodec{}),
 		grpc.MaxRecvMsgSize(maxFrameBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive, Timeout: cfg.Keepalive}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPing, PermitWithoutStream: true}),
 		grpc.StreamInterceptor(t.authStream),
-	)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(t.serverCreds()))
+	}
+	t.server = grpc.NewServer(opts...)
 	t.server.RegisterService(&exchangeService, t)
 	t.wg.Go(func() {
 		if err := t.server.Serve(cfg.Listener); err != nil && !t.closing.Load() {
@@ -235,6 +251,9 @@ func (t *GRPCTransport) connectAll(ctx context.Context) error {
 
 func (t *GRPCTransport) Rank() int { return t.rank }
 func (t *GRPCTransport) Size() int { return t.size }
+
+// Addr is the address this rank serves on, as the job knows it (Addrs[Rank]).
+func (t *GRPCTransport) Addr() string { return t.cfg.Addrs[t.rank] }
 
 // Send copies ts, then waits until gRPC has taken the message's last chunk (it
 // may not have reached the peer yet). If ctx is cancelled first, Send returns

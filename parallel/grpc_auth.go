@@ -15,7 +15,10 @@ import (
 // carries it in its metadata, and every stream opened to the rank must carry
 // the same one, or it is refused (codes.Unauthenticated) before a frame is
 // read, and the refusal is logged on both sides. The token authenticates the
-// streams; it does not encrypt them.
+// streams; it does not encrypt them. With GRPCConfig.TLS (tls.go) the
+// certificates authenticate and encrypt every connection before a stream is
+// opened, and the token, where set too, is a second check that travels
+// encrypted: launch sets both from the cluster secret.
 
 // tokenKey is the metadata key of the cluster token.
 const tokenKey = "torus-cluster-token"

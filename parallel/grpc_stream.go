@@ -158,10 +158,16 @@ func streamErrText(err error) string {
 	return err.Error()
 }
 
-// dialOptions are the client options for the connection to one peer.
-func (t *GRPCTransport) dialOptions() []grpc.DialOption {
+// dialOptions are the client options for the connection to rank to; under
+// TLS, refused is told when the peer refuses this rank's certificate or this
+// rank refuses the peer's.
+func (t *GRPCTransport) dialOptions(to int, refused func(error)) []grpc.DialOption {
+	creds := insecure.NewCredentials()
+	if t.cfg.TLS != nil {
+		creds = t.clientCreds(to, refused)
+	}
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time: t.cfg.Keepalive, Timeout: t.cfg.Keepalive, PermitWithoutStream: true}),
@@ -173,10 +179,13 @@ func (t *GRPCTransport) dialOptions() []grpc.DialOption {
 }
 
 // connect opens the stream to rank to, retrying until ctx ends. A peer that
-// refuses the handshake, or answers as another rank or job, is not retried.
+// refuses the handshake or this rank's certificate, whose certificate this
+// rank refuses, or that answers as another rank or job, is not retried.
 func (t *GRPCTransport) connect(ctx context.Context, to int) (*peerOut, error) {
 	addr := t.cfg.Addrs[to]
-	conn, err := grpc.NewClient(addr, t.dialOptions()...)
+	ctx, refuse := context.WithCancelCause(ctx)
+	defer refuse(nil) // the stream, once open, no longer depends on ctx
+	conn, err := grpc.NewClient(addr, t.dialOptions(to, refuse)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial rank %d at %s: %w", to, addr, err)
 	}
@@ -184,6 +193,10 @@ func (t *GRPCTransport) connect(ctx context.Context, to int) (*peerOut, error) {
 		p, err := t.handshake(ctx, conn, to)
 		if err == nil {
 			return p, nil
+		}
+		if ref := (*TLSRefusal)(nil); errors.As(context.Cause(ctx), &ref) {
+			_ = conn.Close()
+			return nil, fmt.Errorf("connect to rank %d at %s: %w", to, addr, ref)
 		}
 		if status.Code(err) == codes.Unauthenticated {
 			t.log.Error("parallel: refused by a peer", "rank", t.rank, "peer", to, "addr", addr, "err", status.Convert(err).Message())

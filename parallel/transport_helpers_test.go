@@ -54,8 +54,10 @@ func listen(t testing.TB) net.Listener {
 	return lis
 }
 
-// newGRPCJob starts an n-rank gRPC job in this process; mod may adjust each
-// rank's config. The transports are closed when the test ends.
+// newGRPCJob starts an n-rank gRPC job in this process, its streams mutual TLS
+// (each rank's certificate from the CA of one cluster secret, as launch does);
+// mod may adjust each rank's config (TLS nil: plaintext). The transports are
+// closed when the test ends.
 func newGRPCJob(t testing.TB, n int, mod func(*parallel.GRPCConfig)) []*parallel.GRPCTransport {
 	t.Helper()
 	lis := make([]net.Listener, n)
@@ -71,7 +73,7 @@ func newGRPCJob(t testing.TB, n int, mod func(*parallel.GRPCConfig)) []*parallel
 	var wg sync.WaitGroup
 	for i := range n {
 		cfg := parallel.GRPCConfig{Rank: i, Addrs: addrs, Listener: lis[i], ConnectTimeout: 15 * time.Second,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), TLS: testTLS(t, testSecret)}
 		if mod != nil {
 			mod(&cfg)
 		}
@@ -89,6 +91,20 @@ func newGRPCJob(t testing.TB, n int, mod func(*parallel.GRPCConfig)) []*parallel
 		t.Fatal(err)
 	}
 	return ts
+}
+
+// testSecret is the cluster secret of the jobs newGRPCJob starts.
+const testSecret = "the test job's secret"
+
+// testTLS is a rank's TLS identity in the job of the given cluster secret: the
+// CA derived from it and a fresh certificate.
+func testTLS(t testing.TB, secret string) *parallel.TLSIdentity {
+	t.Helper()
+	id, err := parallel.DeriveTLS([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 // onEveryRank runs fn for every rank at once and fails the test with every error.
