@@ -360,7 +360,8 @@ var _ io.Writer = (*slogWriter)(nil)
 // ClusterKeys derives, from the cluster secret, the key that encrypts and
 // authenticates gossip (AES-256-GCM) and the token every gRPC stream carries
 // (parallel.GRPCConfig.Token). Each is an HMAC-SHA256 of the secret with its
-// own label, so neither gives away the other or the secret.
+// own label, so neither gives away the other or the secret. The job's TLS CA
+// is derived from the secret too, by parallel.DeriveTLS (HKDF-SHA256).
 func ClusterKeys(secret []byte) (gossip []byte, token string) {
 	mac := func(label string) []byte {
 		h := hmac.New(sha256.New, secret)

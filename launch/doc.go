@@ -13,7 +13,10 @@
 // job's memberlist cluster (JoinCluster, seeded at the rendezvous address that
 // the worker of rank 0 serves) and waits for the world (Cluster.Wait), ordered
 // by rank: the ring. ClusterKeys turns the cluster secret into the gossip key
-// and the gRPC token. JoinWorker is a worker's whole bring-up either way:
+// and the gRPC token; Security says how the streams are secured (mutual TLS
+// with a CA derived from the secret or a site's own, or plaintext on loopback
+// only), and torus train hands its workers a fresh secret per run (NewSecret,
+// LocalConfig.Env). JoinWorker is a worker's whole bring-up either way:
 // listen, meet the others, connect the gRPC ring, build the Mesh. See
 // docs/launch.md.
 //

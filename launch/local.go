@@ -53,6 +53,16 @@ type LocalConfig struct {
 	Backend string
 	// GPUs counts this machine's GPUs; nil: NVML (device.GPUs). Tests stand in for it.
 	GPUs func() (int, error)
+	// Stop, if set, carries signals to pass on to every worker: a graceful
+	// stop (each finishes its step, the workers agree on it, rank 0 writes a
+	// checkpoint, and each exits 128+N), which RunLocal waits for without
+	// killing anyone, and then returns a *SignalledError. A second signal is
+	// passed on too (the workers then exit at once).
+	Stop <-chan syscall.Signal
+	// Env is added to every worker's environment (after this process's, so
+	// it wins): how torus train hands its workers the run's secret
+	// (SecretEnv), never on their command line.
+	Env []string
 }
 
 // WorkerError says which rank ended the job, and how.
@@ -64,14 +74,23 @@ type WorkerError struct {
 func (e *WorkerError) Error() string { return fmt.Sprintf("worker rank %d: %v", e.Rank, e.Err) }
 func (e *WorkerError) Unwrap() error { return e.Err }
 
+// SignalledError is RunLocal's result when the workers stopped on a signal
+// passed on through LocalConfig.Stop, each exiting 128+Signal.
+type SignalledError struct{ Signal syscall.Signal }
+
+func (e *SignalledError) Error() string {
+	return fmt.Sprintf("the workers stopped on %s", e.Signal)
+}
+
 type proc struct {
 	stopped atomic.Bool // we signalled it: its death by a signal is ours, not a cause
 	rank    int
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	addr    chan string
-	exited  chan struct{} // closed when the process has exited; err is then set
+	exited  chan struct{} // closed when the process has exited; err and code are then set
 	err     error
+	code    int // the exit status (-1 when killed by a signal)
 }
 
 // RunLocal starts the workers, hands them their peers, and waits. It returns nil
@@ -125,7 +144,7 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		}
 	}
 	for i, r := range c.Ranks {
-		env := []string{fmt.Sprintf("TORUS_RANK=%d", r)}
+		env := append(append([]string(nil), c.Env...), fmt.Sprintf("TORUS_RANK=%d", r))
 		if gpus != nil {
 			env = append(env, "CUDA_VISIBLE_DEVICES="+gpus[i])
 		}
@@ -140,7 +159,7 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		for _, p := range procs {
 			_ = p.stdin.Close()
 		}
-		return watch(ctx, procs, stopAll)
+		return watch(ctx, procs, stopAll, c.Stop)
 	}
 	// Rendezvous: collect every address, then tell everyone.
 	addrs := make([]string, c.Workers)
@@ -161,6 +180,9 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		case <-ctx.Done():
 			stopAll()
 			return ctx.Err()
+		case sig := <-c.Stop: // before training: nothing to save
+			stopAll()
+			return &SignalledError{Signal: sig}
 		}
 	}
 	line, _ := json.Marshal(Peers{Addrs: addrs})
@@ -168,30 +190,46 @@ func RunLocal(ctx context.Context, c LocalConfig) error {
 		_, _ = p.stdin.Write(append(line, '\n'))
 		_ = p.stdin.Close()
 	}
-	return watch(ctx, procs, stopAll)
+	return watch(ctx, procs, stopAll, c.Stop)
 }
 
 // watch waits for every worker to exit; the first failure stops the others.
-func watch(ctx context.Context, procs []*proc, stopAll func()) error {
+// Signals on stop are passed on to every worker, whose exits with 128+N are
+// then expected: watch waits for them all.
+func watch(ctx context.Context, procs []*proc, stopAll func(), stop <-chan syscall.Signal) error {
 	exits := make(chan exit, len(procs))
 	for _, p := range procs {
 		go func() {
 			<-p.exited
-			exits <- exit{p.rank, p.err, p.stopped.Load()}
+			exits <- exit{p.rank, p.err, p.stopped.Load(), p.code}
 		}()
 	}
-	for range procs {
+	var passed syscall.Signal // the signal passed on, 0 before
+	for left := len(procs); left > 0; {
 		select {
 		case e := <-exits:
-			if e.err != nil {
+			left--
+			if e.err != nil && !(passed != 0 && e.code == 128+int(passed)) {
 				settle(ctx, procs, settleTime)
 				stopAll()
 				return firstCause(e, exits)
+			}
+		case sig := <-stop:
+			if passed == 0 {
+				passed = sig
+			}
+			for _, p := range procs {
+				if p.cmd.Process != nil {
+					_ = syscall.Kill(-p.cmd.Process.Pid, sig) // its whole process group
+				}
 			}
 		case <-ctx.Done():
 			stopAll()
 			return ctx.Err()
 		}
+	}
+	if passed != 0 {
+		return &SignalledError{Signal: passed}
 	}
 	return nil
 }
@@ -221,6 +259,7 @@ type exit struct {
 	rank    int
 	err     error
 	stopped bool // we had signalled it
+	code    int
 }
 
 // firstCause picks the worker that ended the job: when one was killed from
@@ -309,6 +348,7 @@ func start(rank int, env []string, c LocalConfig, mu *sync.Mutex) (*proc, error)
 	go func() {
 		pipes.Wait() // read all output before Wait closes the pipes
 		err := cmd.Wait()
+		p.code = cmd.ProcessState.ExitCode()
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

@@ -22,7 +22,9 @@ type WorkerConfig struct {
 	// Listen is the address to serve the other workers on; "" is 127.0.0.1:0,
 	// or with Rdzv the address of the route to the rendezvous, port 0.
 	Listen string
-	Secret []byte // the cluster secret: the gossip key and the gRPC token (nil: none)
+	// Security: the cluster secret (the gossip key, the gRPC token and the TLS
+	// CA), a site's TLS files, or plaintext on loopback (see Security).
+	Security Security
 
 	// The handshake with a local launcher (Rdzv empty).
 	Stdin  io.Reader
@@ -83,14 +85,17 @@ func JoinWorker(ctx context.Context, c WorkerConfig) (*Worker, context.Context, 
 			listen = net.JoinHostPort(ip, "0")
 		}
 	}
+	if err := c.Security.Check(c.Rdzv, c.Bind, listen); err != nil {
+		return fail(err)
+	}
+	id, err := c.Security.TLS() // before listening: a bad certificate file fails at once
+	if err != nil {
+		return fail(err)
+	}
+	gossipKey, token := c.Security.keys()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fail(fmt.Errorf("listen on %s: %w", listen, err))
-	}
-	var gossipKey []byte
-	var token string
-	if c.Secret != nil {
-		gossipKey, token = ClusterKeys(c.Secret)
 	}
 	var addrs []string
 	if c.Rdzv == "" { // started by torus train: the launcher hands out the addresses
@@ -114,7 +119,13 @@ func JoinWorker(ctx context.Context, c WorkerConfig) (*Worker, context.Context, 
 		}
 		w.From = w.cl.resume
 	}
-	t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: c.Rank, Addrs: addrs, Listener: ln, Token: token})
+	if c.Security.Insecure { // every rank checked its own; this names the one that is not loopback
+		if err := c.Security.Check(addrs...); err != nil {
+			ln.Close()
+			return fail(err)
+		}
+	}
+	t, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: c.Rank, Addrs: addrs, Listener: ln, Token: token, TLS: id})
 	if err != nil {
 		return fail(fmt.Errorf("connect: %w", err))
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +18,26 @@ import (
 
 // TestJoinWorker brings up two workers through the launcher's handshake (each
 // prints its listen line; the test, as the launcher, answers with every
-// address), then sends a tensor round the ring they formed.
+// address), then sends a tensor round the ring they formed: over mutual TLS
+// from the cluster secret or from a site's certificates, or, on loopback with
+// --insecure, plaintext.
 func TestJoinWorker(t *testing.T) {
+	site := sitePKI(t, t.TempDir(), 2)
+	for _, tc := range []struct {
+		name string
+		sec  func(rank int) launch.Security
+	}{
+		{"cluster secret", func(int) launch.Security { return launch.Security{Secret: []byte("s3cret")} }},
+		{"site certificates", func(rank int) launch.Security {
+			return launch.Security{TLSCert: site.certs[rank], TLSKey: site.keys[rank], TLSCA: site.ca}
+		}},
+		{"insecure on loopback", func(int) launch.Security { return launch.Security{Insecure: true} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testJoinWorker(t, tc.sec) })
+	}
+}
+
+func testJoinWorker(t *testing.T, sec func(rank int) launch.Security) {
 	const world = 2
 	layout := parallel.Topology{Workers: world, DP: 1, SeqLen: 8}
 	var (
@@ -36,7 +55,7 @@ func TestJoinWorker(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			workers[rank], _, errs[rank] = launch.JoinWorker(context.Background(), launch.WorkerConfig{
-				Rank: rank, Layout: layout, Stdin: inR, Stdout: outW,
+				Rank: rank, Layout: layout, Stdin: inR, Stdout: outW, Security: sec(rank),
 			})
 			outW.Close()
 		}()
@@ -72,9 +91,12 @@ func TestJoinWorker(t *testing.T) {
 	}
 }
 
-// TestJoinWorkerRefuses: a layout or rank that cannot work fails before
-// anything listens, naming what is wrong.
+// TestJoinWorkerRefuses: a layout, rank or security that cannot work fails
+// before anything listens, naming what is wrong.
 func TestJoinWorkerRefuses(t *testing.T) {
+	two := parallel.Topology{Workers: 2, DP: 1}
+	dir := t.TempDir()
+	site := sitePKI(t, dir, 1)
 	for _, tc := range []struct {
 		name string
 		c    launch.WorkerConfig
@@ -83,6 +105,17 @@ func TestJoinWorkerRefuses(t *testing.T) {
 		{"layout", launch.WorkerConfig{Layout: parallel.Topology{Workers: 4, DP: 1, SP: 3}}, "dp (1) * sp (3) = 3, but workers = 4"},
 		{"rank", launch.WorkerConfig{Rank: 2, Layout: parallel.Topology{Workers: 2, DP: 1}}, "rank 2 outside [0, 2)"},
 		{"zigzag", launch.WorkerConfig{Layout: parallel.Topology{Workers: 2, DP: 1, SeqLen: 6}}, "multiple of 2*sp = 4"},
+		{"no secret", launch.WorkerConfig{Layout: two}, "no cluster secret: set TORUS_CLUSTER_KEY or --key-file"},
+		{"insecure across machines", launch.WorkerConfig{Layout: two, Listen: "10.1.2.3:0", Security: launch.Security{Insecure: true}},
+			"--insecure: 10.1.2.3:0 is not a loopback address"},
+		{"insecure rendezvous elsewhere", launch.WorkerConfig{Layout: two, Rdzv: "10.1.2.3:29400", Security: launch.Security{Insecure: true}},
+			"--insecure: 10.1.2.3:29400 is not a loopback address"},
+		{"insecure with a secret", launch.WorkerConfig{Layout: two, Security: launch.Security{Insecure: true, Secret: []byte("s")}},
+			"--insecure with a cluster secret"},
+		{"half the site's files", launch.WorkerConfig{Layout: two, Security: launch.Security{TLSCert: site.certs[0]}},
+			"missing [--tls-key --tls-ca]"},
+		{"site key missing", launch.WorkerConfig{Layout: two, Security: launch.Security{TLSCert: site.certs[0],
+			TLSKey: filepath.Join(dir, "nope.pem"), TLSCA: site.ca}}, "nope.pem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, _, err := launch.JoinWorker(context.Background(), tc.c); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -225,6 +225,7 @@ func TestYAMLIsComplete(t *testing.T) {
 		"name: run\n", "seed: 1\n", "backend: auto\n", "  from: \"\"\n", "  kv_heads: 4\n",
 		"  rope_theta: 10000.0\n", "  norm_eps: 1e-05\n", "      doc_per: file\n", "      include: []\n",
 		"  lr: 0.001\n", "  recompute: layer\n", "  warmup_steps: 100\n", "  progress: auto\n",
+		"  tensorboard: false\n",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("YAML lacks %q:\n%s", want, out)

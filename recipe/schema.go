@@ -201,6 +201,9 @@ type LaunchConfig struct {
 type LogConfig struct {
 	Every    int    `yaml:"every"`    // print a line every N steps (the live line updates every step)
 	Progress string `yaml:"progress"` // auto | bar | plain | none
+	// TensorBoard writes each step's scalars (loss, lr, grad_norm,
+	// tokens_per_s, eval_loss) as TensorBoard event files in RUN/tensorboard/.
+	TensorBoard bool `yaml:"tensorboard"`
 }
 
 // Topology is the recipe's parallel layout with the shapes that constrain it;

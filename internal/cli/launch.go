@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/torusml/torus/launch"
 )
@@ -22,6 +23,7 @@ func newLaunchCmd() *cobra.Command {
 		o           = launch.Overrides{NodeRank: -1}
 		bind        string
 		keyFile     string
+		secf        securityFlags
 		joinWait    time.Duration
 		resume      string
 		maxRestarts int
@@ -35,7 +37,11 @@ cluster seeded at the rendezvous address (served by the worker of rank 0, so
 open gRPC streams to their neighbours. Under srun, a Kubernetes indexed Job or
 torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
 MASTER_ADDR, MASTER_PORT) the placement is read from the environment; flags
-override it. See docs/launch.md.`,
+override it. Every stream is mutual TLS 1.3: set the cluster secret
+(TORUS_CLUSTER_KEY or --key-file, the same on every node), from which each
+worker derives the job's CA, or give a site's certificates (--tls-cert,
+--tls-key, --tls-ca); --insecure runs plaintext, on loopback only. See
+docs/launch.md.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := launch.ParsePlacement(os.Getenv, o)
@@ -53,9 +59,15 @@ override it. See docs/launch.md.`,
 			if out == "" {
 				out = filepath.Join("runs", r.Name+"-"+p.JobID)
 			}
-			secret, err := clusterSecret(keyFile)
+			sec, err := secf.security(keyFile)
 			if err != nil {
-				return err
+				return fmt.Errorf("launch: %w", err)
+			}
+			if err := sec.Check(p.Rdzv, bind); err != nil {
+				return fmt.Errorf("launch: %w", err)
+			}
+			if _, err := sec.TLS(); err != nil { // a bad certificate file fails here, not in every worker
+				return fmt.Errorf("launch: %w", err)
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -64,8 +76,9 @@ override it. See docs/launch.md.`,
 			w := cmd.ErrOrStderr()
 			fmt.Fprintf(w, "torus: launch (%s): job %s, node %d of %d, ranks %v of %d, rendezvous %s, run directory %s\n",
 				p.Source, p.JobID, p.NodeRank, p.Nodes, p.Ranks, p.World(), p.Rdzv, out)
-			if secret == nil {
-				fmt.Fprintf(w, "torus: warning: no cluster secret (TORUS_CLUSTER_KEY or --key-file): anyone who reaches these ports can join the job and send it tensors\n")
+			fmt.Fprintf(w, "torus: streams: %s\n", sec.Describe())
+			if sec.Secret == nil && !sec.Insecure {
+				fmt.Fprintf(w, "torus: warning: no cluster secret (%s or --key-file): gossip is neither encrypted nor authenticated, so a stranger can disturb the membership (not open a stream)\n", launch.SecretEnv)
 			}
 			if maxRestarts < 0 {
 				maxRestarts = r.Launch.MaxRestarts
@@ -91,6 +104,7 @@ override it. See docs/launch.md.`,
 						if keyFile != "" { // TORUS_CLUSTER_KEY reaches the workers through their environment
 							a = append(a, "--key-file", keyFile)
 						}
+						a = append(a, securityArgs(sec)...)
 						if joinWait != 0 {
 							a = append(a, "--join-timeout", joinWait.String())
 						}
@@ -128,7 +142,8 @@ override it. See docs/launch.md.`,
 	f.StringVar(&bind, "bind", "", "IP address the workers listen on, gossip and gRPC (default: the address of the route to the rendezvous host)")
 	f.IntVar(&maxRestarts, "max-restarts", -1, "how many times a failed job is restarted from its latest checkpoint (default: the recipe's launch.max_restarts, 3)")
 	f.StringVar(&resume, "resume", "", "continue a run, as torus train --resume: auto, RUN_DIR or RUN_DIR/ckpt/step-N (rank 0 decides; every node must see the run directory)")
-	f.StringVar(&keyFile, "key-file", "", "file holding the cluster secret (default: $TORUS_CLUSTER_KEY); every node must have the same one")
+	f.StringVar(&keyFile, "key-file", "", "file holding the cluster secret (default: $TORUS_CLUSTER_KEY); every node must have the same one. It encrypts gossip and makes the job's TLS CA")
+	secf.add(f)
 	f.DurationVar(&joinWait, "join-timeout", 0, "how long a worker waits for the rendezvous and the whole world (default 5m)")
 	f.StringArrayVar(&sets, "set", nil, "override a recipe key: --set optim.lr=3e-4 (repeatable)")
 	f.StringVar(&out, "out", "", "run directory, written by rank 0 (default runs/NAME-JOBID)")
@@ -144,11 +159,57 @@ type rdzvFlags struct {
 	joinTimeout              time.Duration
 }
 
+// securityFlags are the TLS flags of torus launch and torus worker.
+type securityFlags struct {
+	cert, key, ca string
+	insecure      bool
+}
+
+func (s *securityFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&s.cert, "tls-cert", "", "this node's TLS certificate (PEM, leaf first), from a site's own PKI instead of the CA derived from the cluster secret; with --tls-key and --tls-ca")
+	f.StringVar(&s.key, "tls-key", "", "the private key (PEM) of --tls-cert")
+	f.StringVar(&s.ca, "tls-ca", "", "the CA certificates (PEM) every worker's certificate must chain to")
+	f.BoolVar(&s.insecure, "insecure", false, "plaintext gRPC streams and gossip, no cluster secret: only when every address is loopback")
+}
+
+// security is the job's Security: the cluster secret (keyFile, else
+// $TORUS_CLUSTER_KEY) and the flags.
+func (s *securityFlags) security(keyFile string) (launch.Security, error) {
+	secret, err := clusterSecret(keyFile)
+	if err != nil {
+		return launch.Security{}, err
+	}
+	sec := launch.Security{Secret: secret, TLSCert: s.cert, TLSKey: s.key, TLSCA: s.ca, Insecure: s.insecure}
+	for _, f := range []*string{&sec.TLSCert, &sec.TLSKey, &sec.TLSCA} {
+		if *f != "" { // the workers may not start where this process does
+			if abs, err := filepath.Abs(*f); err == nil {
+				*f = abs
+			}
+		}
+	}
+	return sec, nil
+}
+
+// securityArgs are the flags that pass sec's TLS files (absolute paths) and
+// --insecure on to a worker; the secret goes by --key-file or the environment.
+func securityArgs(sec launch.Security) []string {
+	var a []string
+	for _, f := range [][2]string{{"--tls-cert", sec.TLSCert}, {"--tls-key", sec.TLSKey}, {"--tls-ca", sec.TLSCA}} {
+		if f[1] != "" {
+			a = append(a, f[0], f[1])
+		}
+	}
+	if sec.Insecure {
+		a = append(a, "--insecure")
+	}
+	return a
+}
+
 // clusterSecret reads the cluster secret from keyFile, else from
 // TORUS_CLUSTER_KEY; nil when neither is set.
 func clusterSecret(keyFile string) ([]byte, error) {
 	if keyFile == "" {
-		if v := os.Getenv("TORUS_CLUSTER_KEY"); v != "" {
+		if v := os.Getenv(launch.SecretEnv); v != "" {
 			return []byte(v), nil
 		}
 		return nil, nil
