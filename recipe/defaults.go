@@ -62,7 +62,7 @@ func Default() Recipe {
 		LoRA:       LoRAConfig{Alpha: 16, Targets: []string{"q", "k", "v", "o"}, BaseDType: "stored"},
 		Checkpoint: CheckpointConfig{EverySteps: 100, KeepLast: 2},
 		Launch:     LaunchConfig{MaxRestarts: 3},
-		Log:        LogConfig{Every: 10, Progress: "auto"},
+		Log:        LogConfig{Every: 10, Progress: "auto", EvalBatches: 8},
 	}
 }
 

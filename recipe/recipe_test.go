@@ -61,7 +61,7 @@ func TestDefault(t *testing.T) {
 		Schedule:   recipe.ScheduleConfig{Steps: 1000, WarmupSteps: 100, Decay: "cosine", MinLRRatio: 0.1, GradAccum: 1},
 		Checkpoint: recipe.CheckpointConfig{EverySteps: 100, KeepLast: 2},
 		Launch:     recipe.LaunchConfig{MaxRestarts: 3},
-		Log:        recipe.LogConfig{Every: 10, Progress: "auto"},
+		Log:        recipe.LogConfig{Every: 10, Progress: "auto", EvalBatches: 8},
 	}
 	if got := recipe.Default(); !sameValues(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)

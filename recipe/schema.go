@@ -204,6 +204,12 @@ type LogConfig struct {
 	// TensorBoard writes each step's scalars (loss, lr, grad_norm,
 	// tokens_per_s, eval_loss) as TensorBoard event files in RUN/tensorboard/.
 	TensorBoard bool `yaml:"tensorboard"`
+	// EvalEvery > 0 computes the loss on held-out documents (data.heldout)
+	// every EvalEvery steps and at the last: the first EvalBatches sequences
+	// of them, the same each time, into metrics.jsonl (eval_loss) and the
+	// progress line.
+	EvalEvery   int `yaml:"eval_every"`
+	EvalBatches int `yaml:"eval_batches"`
 }
 
 // Topology is the recipe's parallel layout with the shapes that constrain it;

@@ -163,6 +163,11 @@ func (r Recipe) Validate() error {
 
 	c.atLeast("launch.max_restarts", r.Launch.MaxRestarts, 0)
 	c.atLeast("log.every", r.Log.Every, 1)
+	c.atLeast("log.eval_every", r.Log.EvalEvery, 0)
+	c.within("log.eval_batches", r.Log.EvalBatches, 1, 1<<16)
+	if r.Log.EvalEvery > 0 && r.Data.Heldout < 1 {
+		c.addFirst([]string{"log.eval_every", "data.heldout"}, "eval_every %d needs held-out documents: set data.heldout >= 1", r.Log.EvalEvery)
+	}
 	c.oneOf("log.progress", r.Log.Progress, "auto", "bar", "plain", "none")
 
 	return c.probs.err()

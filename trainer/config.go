@@ -48,6 +48,9 @@ type Config struct {
 	Interleave int
 	WholeDocs  bool // data.pack: whole (data.LoaderConfig.Whole)
 	Heldout    int  // documents set aside for evaluation (data.OpenSplit with Seed); 0: none
+	// EvalEvery > 0 computes the loss on the first EvalBatches sequences of
+	// the held-out documents every EvalEvery steps (and at the last step).
+	EvalEvery, EvalBatches int
 
 	AttnBlockQ, AttnBlockK int
 	// ShiftGroups > 0 trains with shifted sparse attention (LongLoRA's S2-Attn)

@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/torusml/torus/data"
 	"github.com/torusml/torus/device"
 	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/model"
 	"github.com/torusml/torus/optim"
+	"github.com/torusml/torus/parallel"
 )
 
 // StepStats is what one optimizer step did: one line of metrics.jsonl.
@@ -42,7 +44,11 @@ type StepStats struct {
 	// was dropped (optim.on_nonfinite: skip); SkippedTotal counts them so far.
 	Skipped      bool `json:"skipped,omitempty"`
 	SkippedTotal int  `json:"skipped_total,omitempty"`
-	Device            // mfu, device memory and GPU load (devstats.go)
+	// EvalLoss, every log.eval_every steps, is the mean cross-entropy per
+	// target token on the held-out documents (data.heldout), after this step.
+	EvalLoss    *float64 `json:"eval_loss,omitempty"`
+	EvalSeconds float64  `json:"eval_seconds,omitempty"`
+	Device               // mfu, device memory and GPU load (devstats.go)
 }
 
 // MarshalJSON writes a skipped step's non-finite loss and gradient norm as
@@ -89,6 +95,7 @@ type Trainer struct {
 	order   []string // parameter names in order
 
 	badInARow, skipped int // non-finite steps: in a row now, and skipped in all
+	evalSet            []data.Batch
 
 	// stopAsked is set (by a signal handler) to stop the run after the step in
 	// progress; stopAgreed says, after a step, that some worker asked before
@@ -139,7 +146,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			return nil, err
 		}
 	}
-	loader, err := openData(c, tok)
+	loader, evalSet, err := openData(c, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -167,8 +174,9 @@ func New(c Config, d *Dist) (*Trainer, error) {
 		store = NewHostStore(backend.Compute, params.Config.Layers)
 	}
 	t := &Trainer{
-		Config: c,
-		Params: params,
+		Config:  c,
+		Params:  params,
+		evalSet: evalSet,
 		Engine: &Engine{
 			Device:        kernels,
 			Pieces:        pieces,
@@ -238,19 +246,41 @@ func loadParams(c Config, tok data.Tokenizer) (*model.Params, error) {
 // openData opens the training documents through the token cache. A real
 // tokenizer's are tokenized ahead of the step, a few per lane on every core;
 // bytes are not worth it (the ids would only take 4x the text's memory early).
-func openData(c Config, tok data.Tokenizer) (*data.Loader, error) {
-	corpus, _, err := data.OpenSplit(c.Sources, c.Heldout, c.Seed) // the held-out documents are eval's
+// With EvalEvery, it also reads the evaluation set: the first EvalBatches
+// sequences of the held-out documents, in corpus order (fewer when one pass
+// over them gives fewer), the same at every evaluation.
+func openData(c Config, tok data.Tokenizer) (*data.Loader, []data.Batch, error) {
+	corpus, held, err := data.OpenSplit(c.Sources, c.Heldout, c.Seed) // the held-out documents are eval's
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	prefetch := prefetchDocs
 	if _, bytes := tok.(data.ByteTokenizer); bytes {
 		prefetch = 0
 	}
-	return data.NewLoader(corpus, tok, data.LoaderConfig{
+	loader, err := data.NewLoader(corpus, tok, data.LoaderConfig{
 		SeqLen: c.SeqLen, Shuffle: c.Shuffle, Seed: c.Seed, Lanes: c.Interleave, Whole: c.WholeDocs,
 		Prefetch: prefetch, TokenCache: c.TokenCache,
 	})
+	if err != nil || c.EvalEvery == 0 {
+		return loader, nil, err
+	}
+	if held.Len() == 0 {
+		return nil, nil, fmt.Errorf("trainer: log.eval_every %d needs held-out documents (data.heldout >= 1)", c.EvalEvery)
+	}
+	ev, err := data.NewLoader(held, tok, data.LoaderConfig{SeqLen: c.SeqLen, Whole: c.WholeDocs, TokenCache: c.TokenCache})
+	if err != nil {
+		return nil, nil, fmt.Errorf("trainer: held-out documents: %w", err)
+	}
+	var set []data.Batch
+	for len(set) < max(c.EvalBatches, 1) && (len(set) == 0 || ev.Cursor().Epoch == 0) {
+		b, err := ev.Next()
+		if err != nil {
+			return nil, nil, fmt.Errorf("trainer: held-out documents: %w", err)
+		}
+		set = append(set, b)
+	}
+	return loader, set, nil
 }
 
 // prefetchDocs is how many documents each lane tokenizes ahead.
@@ -306,7 +336,50 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	t.tokens += int64(targets)
 	s := t.stats(time.Since(start).Seconds(), wait0, sent0, loss, lr, norm, targets)
 	s.DataWaitSeconds, s.Skipped, s.SkippedTotal = dataWait, !applied, t.skipped
+	if e := t.Config.EvalEvery; e > 0 && (t.step%e == 0 || t.step == t.Config.Schedule.Steps) {
+		start := time.Now()
+		l, err := t.EvalLoss(ctx)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("step %d: eval: %w", t.step, err)
+		}
+		s.EvalLoss, s.EvalSeconds = &l, time.Since(start).Seconds()
+	}
 	return s, nil
+}
+
+// EvalLoss is the mean cross-entropy per target token on the evaluation set
+// (see openData) with the weights as they are: the forward alone, each
+// sequence cut across the sequence-parallel workers and the sequences dealt
+// to the data-parallel groups as a step's micro-batches are, the sums added
+// over every worker.
+func (t *Trainer) EvalLoss(ctx context.Context) (float64, error) {
+	if len(t.evalSet) == 0 {
+		return 0, fmt.Errorf("no evaluation set (log.eval_every and data.heldout)")
+	}
+	sum, targets := 0.0, 0
+	for i, b := range t.evalSet {
+		targets += b.NumTargets()
+		if !t.mine(i) {
+			continue
+		}
+		sb, err := t.shard(b)
+		if err != nil {
+			return 0, err
+		}
+		l, err := t.Engine.Loss(ctx, sb, 1)
+		if err != nil {
+			return 0, err
+		}
+		sum += l
+	}
+	if t.dist != nil && t.dist.Mesh.World > 1 {
+		s := host.FromFloat64(dtypes.Float64, []float64{sum}, 1)
+		if err := parallel.AllReduceSum(ctx, t.dist.T, t.allRanks(), fmt.Sprintf("eval/%d", t.step), []*tensors.Tensor{s}); err != nil {
+			return 0, fmt.Errorf("all-reduce: %w", err)
+		}
+		sum = host.ToFloat64(s)[0]
+	}
+	return sum / float64(max(targets, 1)), nil
 }
 
 // nonFinite counts a step that applied nothing, and returns the error that

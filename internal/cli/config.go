@@ -73,6 +73,8 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		Interleave:       r.Data.Interleave,
 		WholeDocs:        r.Data.Pack == "whole",
 		Heldout:          r.Data.Heldout,
+		EvalEvery:        r.Log.EvalEvery,
+		EvalBatches:      r.Log.EvalBatches,
 		AttnBlockQ:       r.Memory.AttnBlockQ,
 		AttnBlockK:       r.Memory.AttnBlockK,
 		ShiftGroups:      r.Attention.ShiftGroups,
