@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"sync"
 
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -44,14 +45,86 @@ func (b *BlockAttention) BeginBackward(q *tensors.Tensor, qt Tokens, o, lse, do 
 	return bw, nil
 }
 
-// Grad adds the contribution of keys (k, v, kt) to DQ and returns their dk, dv [Lk, KH, Dh].
+// Grad adds the contribution of keys (k, v, kt) to DQ and returns their dk, dv
+// [Lk, KH, Dh]: the bits of GradParts then SumOnto(nil, nil), without the
+// partials. Each key block's rows of dk, dv take the query blocks' shares in
+// SumOnto's order (the last query block first) as they are computed: beyond
+// the inputs and outputs, the memory is the key blocks (a copy of k, v) and the
+// block products in flight, whatever the length, where the partials were one
+// [Lk, KH, Dh] pair per query block.
 func (bw *AttnBackward) Grad(k, v *tensors.Tensor, kt Tokens) (dk, dv *tensors.Tensor, err error) {
-	parts, err := bw.GradParts(k, v, kt)
+	kbs, err := bw.b.cutKV(k, v, kt)
 	if err != nil {
 		return nil, nil, err
 	}
-	dk, dv = parts.SumOnto(nil, nil)
+	dk = host.NewZeros(StateDType(k.DType()), k.Shape().Dimensions...)
+	dv = host.NewZeros(StateDType(v.DType()), v.Shape().Dimensions...)
+	turns := make([]turnstile, len(kbs))
+	for j := range turns {
+		turns[j].init(len(bw.qb))
+	}
+	err = bw.b.forEachQBlock(len(bw.qb), func(i int) error {
+		qb := bw.qb[i]
+		for j, kb := range kbs {
+			mask, skip := bw.b.pairMask(qb, kb.block)
+			if skip {
+				turns[j].pass(i, nil)
+				continue
+			}
+			dq, dkb, dvb, err := bw.b.P.AttnBlockGrad(bw.qs[i], kb.k, kb.v, mask, bw.dos[i], bw.lse[i], bw.dlt[i])
+			if err != nil {
+				for j2 := j; j2 < len(kbs); j2++ { // let the blocks before go on
+					turns[j2].pass(i, nil)
+				}
+				return err
+			}
+			host.AddRows(bw.DQ, qb.start, dq) // this query block's rows: only this goroutine's
+			turns[j].pass(i, func() {
+				host.AddRows(dk, kb.start, dkb)
+				host.AddRows(dv, kb.start, dvb)
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
 	return dk, dv, nil
+}
+
+// turnstile orders the query blocks' additions into one key block's rows:
+// from the last query block to the first (forEachQBlock starts them in that
+// order, so the one waited for is always under way or done). A block that
+// sees none of the key block's keys passes without waiting.
+type turnstile struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	next   int    // the query block whose addition comes next; -1: all done
+	passed []bool // blocks that passed before their turn came
+}
+
+func (t *turnstile) init(n int) {
+	t.cond.L, t.next, t.passed = &t.mu, n-1, make([]bool, n)
+}
+
+// pass is query block i's turn: add (nil: nothing to add) runs once every
+// later block has passed, and no other block of this key block runs beside it.
+func (t *turnstile) pass(i int, add func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if add == nil && t.next != i {
+		t.passed[i] = true
+		return
+	}
+	for t.next != i {
+		t.cond.Wait()
+	}
+	if add != nil {
+		add()
+	}
+	for t.next--; t.next >= 0 && t.passed[t.next]; t.next-- {
+	}
+	t.cond.Broadcast()
 }
 
 // GradParts is the costly half of Grad: it adds the contribution of keys (k, v,

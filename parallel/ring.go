@@ -138,7 +138,7 @@ func (r *RingAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, t
 		if err := st.visit(ctx, s, cur); err != nil {
 			return nil, nil, nil, err
 		}
-		parts, err := bw.GradParts(cur.k, cur.v, cur.tok)
+		dkb, dvb, err := bw.Grad(cur.k, cur.v, cur.tok) // SumOnto's order, without a partial per query block
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -150,7 +150,6 @@ func (r *RingAttention) Backward(ctx context.Context, q, k, v *tensors.Tensor, t
 			}
 			before = st.sumBefore(msg)
 		}
-		dkb, dvb := parts.SumOnto(nil, nil)
 		pending = append(pending, r.sendNext(ctx, msgDKV, s, st.carry(dkb, dvb, before)))
 		inSum = r.recvPrev(ctx, msgDKV, s, st.sumSpecs(s, gradSpecs))
 		if nextKV != nil {
