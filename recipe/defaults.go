@@ -42,6 +42,7 @@ func Default() Recipe {
 			Offload:    "none",
 			AttnBlockQ: 256,
 			AttnBlockK: 256,
+			LossChunk:  2048,
 		},
 		Optim: OptimConfig{
 			LR:          3e-4,

@@ -53,7 +53,7 @@ func TestDefault(t *testing.T) {
 		Data:      recipe.DataConfig{Tokenizer: "byte", SeqLen: 1024, Shuffle: true, Interleave: 8, Pack: "split"},
 		Parallel:  recipe.ParallelConfig{Workers: 1, DP: 1, Strategy: "ring", Balance: "adaptive"},
 		Attention: recipe.AttentionConfig{Kernel: "auto"},
-		Memory:    recipe.MemoryConfig{Recompute: "layer", Offload: "none", AttnBlockQ: 256, AttnBlockK: 256},
+		Memory:    recipe.MemoryConfig{Recompute: "layer", Offload: "none", AttnBlockQ: 256, AttnBlockK: 256, LossChunk: 2048},
 		Optim: recipe.OptimConfig{
 			LR: 3e-4, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, MaxGradNorm: 1.0,
 			OnNonFinite: "stop", NonFiniteLimit: 5,

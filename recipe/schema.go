@@ -156,6 +156,7 @@ type MemoryConfig struct {
 	LimitMiB   int    `yaml:"limit_mib"`    // soft limit on each worker's memory: the garbage collector works harder near it (0: none; Go's heap otherwise grows to about twice what is live)
 	AttnBlockQ int    `yaml:"attn_block_q"` // query block length of blockwise attention
 	AttnBlockK int    `yaml:"attn_block_k"` // key block length of blockwise attention
+	LossChunk  int    `yaml:"loss_chunk"`   // the head's loss and gradient this many tokens at a time: [loss_chunk, vocab] logits at most (0: all at once)
 }
 
 // OptimConfig is AdamW with clipping.

@@ -127,6 +127,7 @@ func (r Recipe) Validate() error {
 	c.oneOf("memory.recompute", r.Memory.Recompute, "layer", "except_attention")
 	c.oneOf("memory.offload", r.Memory.Offload, "none", "host", "disk")
 	c.atLeast("memory.limit_mib", r.Memory.LimitMiB, 0)
+	c.atLeast("memory.loss_chunk", r.Memory.LossChunk, 0)
 	c.atLeast("memory.attn_block_q", r.Memory.AttnBlockQ, 1)
 	c.atLeast("memory.attn_block_k", r.Memory.AttnBlockK, 1)
 

@@ -127,8 +127,33 @@ func (e *Engine) embedGrad(tokens []int32, bt batchTensors, dh *tensors.Tensor, 
 	return nil
 }
 
-// headBackward runs the head's VJP: the loss, dh, and the head's gradients added into grads.
+// headBackward runs the head's VJP: the loss, dh, and the head's gradients
+// added into grads. With LossChunk, a chunk of tokens at a time: the logits
+// and their gradient are [LossChunk, vocab], never [tokens, vocab]; the chunks'
+// losses are summed, their dh laid side by side, and their weight gradients
+// added into grads in chunk order.
 func (e *Engine) headBackward(h *tensors.Tensor, bt batchTensors, scale float64, grads Grads) (float64, *tensors.Tensor, error) {
+	n := h.Shape().Dimensions[0]
+	if e.LossChunk <= 0 || n <= e.LossChunk {
+		return e.headChunk(h, bt.targets, bt.weight, scale, grads)
+	}
+	dh := host.NewZeros(h.DType(), h.Shape().Dimensions...)
+	loss := 0.0
+	for lo := 0; lo < n; lo += e.LossChunk {
+		hi := min(lo+e.LossChunk, n)
+		l, d, err := e.headChunk(host.SliceRows(h, lo, hi), host.SliceRows(bt.targets, lo, hi), host.SliceRows(bt.weight, lo, hi), scale, grads)
+		if err != nil {
+			return 0, nil, err
+		}
+		loss += l
+		host.SetRows(dh, lo, d)
+	}
+	return loss, dh, nil
+}
+
+// headChunk is headBackward over the tokens of h, targets and weight.
+func (e *Engine) headChunk(h, targets, weight *tensors.Tensor, scale float64, grads Grads) (float64, *tensors.Tensor, error) {
+	bt := batchTensors{targets: targets, weight: weight}
 	p := e.Params
 	sc := host.NewScalar(p.DType, scale)
 	if e.LoRA != nil {

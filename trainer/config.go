@@ -48,6 +48,9 @@ type Config struct {
 	Interleave int
 	WholeDocs  bool // data.pack: whole (data.LoaderConfig.Whole)
 	Heldout    int  // documents set aside for evaluation (data.OpenSplit with Seed); 0: none
+	// LossChunk > 0: the head's loss and gradient LossChunk tokens at a time
+	// (Engine.LossChunk); 0: all of a worker's tokens at once.
+	LossChunk int
 	// EvalEvery > 0 computes the loss on the first EvalBatches sequences of
 	// the held-out documents every EvalEvery steps (and at the last step).
 	EvalEvery, EvalBatches int

@@ -32,6 +32,10 @@ type Engine struct {
 	// SeqLen is the whole sequence's length (data.seq_len), the same on every
 	// worker: dynamic rope_scaling reads it.
 	SeqLen int
+	// LossChunk > 0 computes the head's loss and its gradient LossChunk
+	// tokens at a time (memory.loss_chunk): [LossChunk, vocab] logits, never
+	// [tokens, vocab]. 0: all at once.
+	LossChunk int
 	// Device, when set, keeps the step's tensors where the backend computes (a
 	// GPU): the embedding is looked up and gradients are summed by compiled
 	// graphs, never by the host helpers, which would copy every tensor to the
@@ -220,11 +224,24 @@ func (e *Engine) Loss(ctx context.Context, b data.Batch, scale float64) (float64
 			return 0, fmt.Errorf("trainer: layer %d forward: %w", l, err)
 		}
 	}
-	loss, err := e.Pieces.HeadLoss(p.Get(finalNormName), p.OutputWeight(), h, bt.targets, bt.weight, host.NewScalar(p.DType, scale))
-	if err != nil {
-		return 0, fmt.Errorf("trainer: head: %w", err)
+	n, chunk := h.Shape().Dimensions[0], e.LossChunk
+	if chunk <= 0 {
+		chunk = n
 	}
-	return host.ScalarValue(loss), nil
+	sum := 0.0
+	for lo := 0; lo < n; lo += chunk { // as headBackward: [chunk, vocab] logits at a time
+		hi := min(lo+chunk, n)
+		hc, tc, wc := h, bt.targets, bt.weight
+		if hi-lo < n {
+			hc, tc, wc = host.SliceRows(h, lo, hi), host.SliceRows(bt.targets, lo, hi), host.SliceRows(bt.weight, lo, hi)
+		}
+		loss, err := e.Pieces.HeadLoss(p.Get(finalNormName), p.OutputWeight(), hc, tc, wc, host.NewScalar(p.DType, scale))
+		if err != nil {
+			return 0, fmt.Errorf("trainer: head: %w", err)
+		}
+		sum += host.ScalarValue(loss)
+	}
+	return sum, nil
 }
 
 const (

@@ -185,6 +185,7 @@ func New(c Config, d *Dist) (*Trainer, error) {
 			Store:         store,
 			KeepAttention: c.KeepAttention,
 			SeqLen:        c.SeqLen,
+			LossChunk:     c.LossChunk,
 			LoRA:          lora,
 		},
 		dist:        d,
