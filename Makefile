@@ -13,7 +13,11 @@ GO ?= go
 RACE_PKGS := ./model/... ./trainer/... ./checkpoint/... ./data/... ./tokenizer/... ./parallel/... ./launch/... ./internal/cli/...
 RACE_FLAGS := -race -gcflags=all=-d=checkptr=0
 
-.PHONY: all build demo test vet fmt-check bench longctx clean check-go
+# What `torus --version` prints: this checkout's `git describe`, else "dev".
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/torusml/torus/internal/cli.version=$(VERSION)
+
+.PHONY: all build demo test test-short vet fmt-check bench longctx clean check-go
 
 all: build
 
@@ -21,7 +25,7 @@ check-go:
 	@command -v $(GO) >/dev/null || { echo "make: no 'go' on PATH: install Go >= 1.21 (any version; the pinned $(GOTOOLCHAIN) is fetched automatically)"; exit 1; }
 
 build: check-go
-	$(GO) build -o bin/torus ./cmd/torus
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/torus ./cmd/torus
 
 # Train the bundled example: a byte-level model on the Go standard library's source.
 demo: build
@@ -38,6 +42,12 @@ vet: check-go
 test: fmt-check vet
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 $(RACE_FLAGS) $(RACE_PKGS)
+
+# The quick check: gofmt, go vet, and every package's tests with -short (which
+# skips the slowest), leaving out the end-to-end tests of internal/e2e (real
+# worker processes) and the race detector, which `make test` runs.
+test-short: fmt-check vet
+	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /internal/e2e)
 
 # Benchmarks against PyTorch on the CPU (installs Debian's python3-torch).
 bench: build

@@ -143,9 +143,7 @@ func (r Recipe) Validate() error {
 
 	s := r.Schedule
 	c.atLeast("schedule.steps", s.Steps, 1)
-	if s.WarmupSteps < 0 || s.WarmupSteps > max(s.Steps, 0) {
-		c.add("schedule.warmup_steps", "must be in [0, schedule.steps = %d], got %d", s.Steps, s.WarmupSteps)
-	}
+	c.atLeast("schedule.warmup_steps", s.WarmupSteps, 0) // past schedule.steps is capped (Cap), not refused
 	c.oneOf("schedule.decay", s.Decay, "cosine", "linear", "constant")
 	if !(s.MinLRRatio >= 0 && s.MinLRRatio <= 1) {
 		c.add("schedule.min_lr_ratio", "must be in [0, 1], got %v", s.MinLRRatio)
@@ -294,6 +292,23 @@ func (c *checker) ropeScaling(s RopeScalingConfig) {
 		}
 		c.nonNegative(k+"attention_factor", s.AttentionFactor)
 	}
+}
+
+// Cap brings into range the values that Validate lets through past their
+// range because what they mean is plain, and returns a warning for each value
+// it changed, in Problem's form (where the value came from, the key, what
+// was done). Today that is schedule.warmup_steps past schedule.steps: it
+// becomes schedule.steps (the learning rate warms up over the whole run).
+// Parse does not call it: a caller that trains calls it after Load or Parse
+// and shows the warnings; calling it again changes nothing.
+func (r *Recipe) Cap() Problems {
+	var warns Problems
+	if s := &r.Schedule; s.Steps >= 1 && s.WarmupSteps > s.Steps {
+		warns = append(warns, Problem{Where: r.where("schedule.warmup_steps"), Key: "schedule.warmup_steps",
+			Msg: fmt.Sprintf("%d is past schedule.steps (%d): capped to %d, so the learning rate warms up over the whole run", s.WarmupSteps, s.Steps, s.Steps)})
+		s.WarmupSteps = s.Steps
+	}
+	return warns
 }
 
 // checker collects the problems of one Validate.

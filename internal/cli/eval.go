@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -162,6 +164,10 @@ func evalPPL(cmd *cobra.Command, stdout, stderr io.Writer, target modelTarget, f
 		}
 		recipePath = trainer.RunDir(target.run).Recipe()
 	}
+	var err error
+	if f.out, err = reportDir(target, f.out); err != nil { // before the data and the model
+		return err
+	}
 	r, err := recipe.Load(recipePath, nil)
 	if err != nil {
 		return fmt.Errorf("eval: %w", recipeError(recipePath, err))
@@ -211,6 +217,10 @@ func evalPPL(cmd *cobra.Command, stdout, stderr io.Writer, target modelTarget, f
 }
 
 func evalPasskey(cmd *cobra.Command, stdout, stderr io.Writer, target modelTarget, f evalFlags, cfg eval.PasskeyConfig) error {
+	var err error
+	if f.out, err = reportDir(target, f.out); err != nil { // before the model
+		return err
+	}
 	m, err := loadEvalModel(stderr, target, f.backend)
 	if err != nil {
 		return err
@@ -236,6 +246,49 @@ type evalReport struct {
 	Time    string              `json:"time"`
 	PPL     *eval.PPLResult     `json:"ppl,omitempty"`
 	Passkey *eval.PasskeyResult `json:"passkey,omitempty"`
+}
+
+// reportDir is the folder the report goes to (--out, default RUN/eval),
+// checked before the model loads: it, or the nearest folder above it that
+// exists (MkdirAll makes the rest), must be a folder this process can write
+// in. The check creates and removes a file there, so it fails on a read-only
+// file system too, and passes where root may write whatever the permissions.
+func reportDir(target modelTarget, out string) (string, error) {
+	if out == "" {
+		if target.run == "" {
+			return "", fmt.Errorf("eval: no --out: %s is not in a run directory, so say where to write the report", target.dir)
+		}
+		out = filepath.Join(target.run, "eval")
+	}
+	for p := filepath.Clean(out); ; {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			if p == filepath.Clean(out) {
+				return "", fmt.Errorf("eval: --out %s: exists and is not a folder (the report is written into a folder)", out)
+			}
+			return "", fmt.Errorf("eval: --out %s: %s is not a folder", out, p)
+		case err == nil:
+			probe, err := os.CreateTemp(p, ".torus-eval-probe-*")
+			if err != nil {
+				var pe *fs.PathError
+				if errors.As(err, &pe) { // the probe's name would only confuse
+					err = pe.Err
+				}
+				return "", fmt.Errorf("eval: --out %s: cannot write in %s: %w", out, p, err)
+			}
+			probe.Close()
+			os.Remove(probe.Name())
+			return out, nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return "", fmt.Errorf("eval: --out %s: %w", out, err)
+		}
+		up := filepath.Dir(p)
+		if up == p {
+			return "", fmt.Errorf("eval: --out %s: no folder above it exists", out)
+		}
+		p = up
+	}
 }
 
 // writeReport writes OUT/TASK-NAME.json (and, for passkey, .png).

@@ -22,8 +22,39 @@ type progress struct {
 	last   trainer.StepStats
 	first  trainer.StepStats // the first step of this process (after a resume, not step 1)
 	seen   int
-	recent []float64 // losses of the last steps, for a smoothed final figure
-	live   bool      // a live line is on screen
+	recent []float64    // losses of the last steps, for a smoothed final figure
+	rate   []rateSample // the last tokensWindow steps after the first, for tokens/s
+	live   bool         // a live line is on screen
+}
+
+// tokensWindow is how many steps the tokens/s of the progress line averages
+// over: one step's figure is noisy (other processes, the garbage collector).
+const tokensWindow = 20
+
+// rateSample is one step's tokens/s and how long the step took.
+type rateSample struct{ tokensPerS, seconds float64 }
+
+// tokensPerS is the tokens/s over the last tokensWindow steps: their tokens
+// over their time (each step's rate weighted by its seconds). The process's
+// first step, which compiles, is left out once there is another.
+func (p *progress) tokensPerS(s trainer.StepStats) float64 {
+	if p.seen == 1 {
+		return s.TokensPerS
+	}
+	p.rate = append(p.rate, rateSample{s.TokensPerS, s.StepSeconds})
+	if len(p.rate) > tokensWindow {
+		p.rate = p.rate[1:]
+	}
+	var tokens, secs, sum float64
+	for _, r := range p.rate {
+		tokens += r.tokensPerS * r.seconds
+		secs += r.seconds
+		sum += r.tokensPerS
+	}
+	if secs > 0 {
+		return tokens / secs
+	}
+	return sum / float64(len(p.rate))
 }
 
 func newProgress(w io.Writer, mode string, every, total int) *progress {
@@ -51,8 +82,12 @@ func (p *progress) step(s trainer.StepStats) {
 	p.tokens += s.Tokens
 	elapsed := time.Since(p.start)
 	eta := time.Duration(float64(elapsed) / float64(p.seen) * float64(p.total-s.Step))
-	line := fmt.Sprintf("step %*d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %.2fs/step  rss %s  eta %s",
-		len(fmt.Sprint(p.total)), s.Step, p.total, s.Loss, s.LR, s.GradNorm, s.TokensPerS, s.StepSeconds,
+	loss := fmt.Sprintf("loss %.4f", s.Loss)
+	if s.EvalLoss != nil { // every log.eval_every steps: the held-out documents' loss
+		loss += fmt.Sprintf("  eval %.4f", *s.EvalLoss)
+	}
+	line := fmt.Sprintf("step %*d/%d  %s  lr %.2e  |g| %.3f  %6.0f tok/s  %.2fs/step  rss %s  eta %s",
+		len(fmt.Sprint(p.total)), s.Step, p.total, loss, s.LR, s.GradNorm, p.tokensPerS(s), s.StepSeconds,
 		bytesHuman(s.PeakRSSBytes), eta.Round(time.Second))
 	if s.MFU > 0 {
 		line += fmt.Sprintf("  mfu %.1f%%", 100*s.MFU)
@@ -72,12 +107,12 @@ func (p *progress) step(s trainer.StepStats) {
 		filled := width * s.Step / max(p.total, 1)
 		fmt.Fprintf(p.w, "\r\033[K[%s%s] %s", strings.Repeat("=", filled), strings.Repeat(" ", width-filled), line)
 		p.live = true
-		if s.Step%p.every == 0 || s.Step == p.total {
-			fmt.Fprintln(p.w) // keep a line in the scrollback every `every` steps
+		if s.Step%p.every == 0 || s.Step == p.total || s.EvalLoss != nil {
+			fmt.Fprintln(p.w) // keep a line in the scrollback every `every` steps, and each eval
 			p.live = false
 		}
 	case "plain":
-		if s.Step%p.every == 0 || p.seen == 1 || s.Step == p.total {
+		if s.Step%p.every == 0 || p.seen == 1 || s.Step == p.total || s.EvalLoss != nil {
 			fmt.Fprintln(p.w, line)
 		}
 	}

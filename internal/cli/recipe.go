@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"fmt"
+	"io"
+	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -20,6 +23,7 @@ func newRecipeCmd() *cobra.Command {
 			if err != nil {
 				return recipeError(args[0], err)
 			}
+			warnRecipe(cmd.ErrOrStderr(), r.Cap())
 			y, err := r.AnnotatedYAML()
 			if err != nil {
 				return err
@@ -33,16 +37,30 @@ func newRecipeCmd() *cobra.Command {
 	return cmd
 }
 
-// loadRecipe loads a recipe with its --set overrides and the --progress flag.
+// recipeWarnings is where loadRecipe writes a recipe's warnings: Main's
+// stderr (nothing for a worker, whose parent has shown them).
+var recipeWarnings io.Writer = os.Stderr
+
+// loadRecipe loads a recipe with its --set overrides and the --progress flag,
+// brings into range what is capped rather than refused (recipe.Cap), and
+// writes a warning for each such value to recipeWarnings.
 func loadRecipe(path string, sets []string, progress string) (recipe.Recipe, error) {
 	r, err := recipe.Load(path, sets)
 	if err != nil {
 		return r, recipeError(path, err)
 	}
+	warnRecipe(recipeWarnings, r.Cap())
 	if progress != "" {
 		r.Log.Progress = progress
 	}
 	return r, nil
+}
+
+// warnRecipe writes one line per warning: "torus: warning: WHERE: KEY: WHAT".
+func warnRecipe(w io.Writer, warns recipe.Problems) {
+	for _, p := range warns {
+		fmt.Fprintf(w, "torus: warning: %s\n", p)
+	}
 }
 
 // recipeError puts a recipe's problems under one heading, one per line.
