@@ -147,6 +147,11 @@ type ParallelConfig struct {
 	// the next rank (the results are bitwise the same); off keeps every rank on
 	// its own queries.
 	Balance string `yaml:"balance"`
+	// Zero is the ZeRO stage: 0 keeps the AdamW moments whole on every
+	// worker; 1 splits them over all the workers (each updates its share of
+	// every weight, then the shares are gathered: the same weights, 1/workers
+	// of the optimizer memory). Stages 2 and 3 are not built yet.
+	Zero int `yaml:"zero"`
 }
 
 // MemoryConfig is how activations are kept and how attention is blocked.

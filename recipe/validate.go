@@ -123,6 +123,12 @@ func (r Recipe) Validate() error {
 	}
 	c.oneOf("parallel.strategy", pc.Strategy, "ring", "ulysses")
 	c.oneOf("parallel.balance", pc.Balance, "adaptive", "off")
+	switch {
+	case pc.Zero == 2 || pc.Zero == 3:
+		c.add("parallel.zero", "stage %d (sharded gradients%s) is not built yet: 0 or 1", pc.Zero, map[bool]string{true: " and weights", false: ""}[pc.Zero == 3])
+	case pc.Zero != 0 && pc.Zero != 1:
+		c.add("parallel.zero", "must be 0 or 1, got %d", pc.Zero)
+	}
 
 	c.oneOf("memory.recompute", r.Memory.Recompute, "layer", "except_attention")
 	c.oneOf("memory.offload", r.Memory.Offload, "none", "host", "disk")

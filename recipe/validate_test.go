@@ -106,6 +106,8 @@ func TestValidate(t *testing.T) {
 		{"lora dropout", "lora: {rank: 4, dropout: 1}\n", nil, `recipe.yaml:5: lora.dropout: must be in [0, 1), got 1`},
 		{"absurd layers", "model: {layers: 1000000000}\n", nil, `recipe.yaml:5: model.layers: must be <= 1024, got 1000000000`},
 		{"absurd seq_len", "", []string{"data.seq_len=100000000000"}, `--set data.seq_len=100000000000: must be <= 134217728, got 100000000000`},
+		{"zero 3", "parallel: {zero: 3}\n", nil, `recipe.yaml:5: parallel.zero: stage 3 (sharded gradients and weights) is not built yet: 0 or 1`},
+		{"zero 7", "parallel: {zero: 7}\n", nil, `recipe.yaml:5: parallel.zero: must be 0 or 1, got 7`},
 		{"eval_every without heldout", "log: {eval_every: 10}\n", nil, `recipe.yaml:5: log.eval_every: eval_every 10 needs held-out documents: set data.heldout >= 1`},
 		{"on_nonfinite", "optim: {on_nonfinite: ignore}\n", nil, `recipe.yaml:5: optim.on_nonfinite: must be one of "stop", "skip", got "ignore"`},
 		{"lora base dtype", "lora: {rank: 4, base_dtype: bfloat16}\n", nil, `recipe.yaml:5: lora.base_dtype: must be one of "stored", "master", got "bfloat16"`},

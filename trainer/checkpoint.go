@@ -57,7 +57,14 @@ func (t *Trainer) SnapshotInto(reuse *checkpoint.Snapshot) (*checkpoint.Snapshot
 		}
 		params.T[name] = c
 	}
-	for key, v := range t.opt.State() {
+	state := t.opt.State()
+	if t.zeroActive() { // the moments gathered whole at this step (Run's checkpoint steps)
+		if t.gathered == nil || t.gatheredStep != t.step {
+			return nil, fmt.Errorf("snapshot at step %d: with parallel.zero %d the moments are gathered by every worker at a checkpoint step of Run", t.step, t.Config.Zero)
+		}
+		state = t.gathered
+	}
+	for key, v := range state {
 		if c := opt[key]; c != nil && c.Size() == v.Len() && setFlat(c, v) {
 			continue
 		}
@@ -180,7 +187,7 @@ func (t *Trainer) Resume(dir string) (checkpoint.Manifest, error) {
 			state[key] = optim.Vec{F64: tensors.MustCopyFlatData[float64](ts)}
 		}
 	}
-	if err := t.opt.SetState(steps, state); err != nil {
+	if err := t.opt.SetState(steps, t.shardState(state)); err != nil {
 		return m, fmt.Errorf("resume %s: %w", dir, err)
 	}
 	if err := t.loader.Seek(cur); err != nil {

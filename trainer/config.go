@@ -51,6 +51,9 @@ type Config struct {
 	// LossChunk > 0: the head's loss and gradient LossChunk tokens at a time
 	// (Engine.LossChunk); 0: all of a worker's tokens at once.
 	LossChunk int
+	// Zero 1 splits the AdamW moments over every worker (ZeRO stage 1,
+	// zero.go); 0 keeps them whole on each.
+	Zero int
 	// EvalEvery > 0 computes the loss on the first EvalBatches sequences of
 	// the held-out documents every EvalEvery steps (and at the last step).
 	EvalEvery, EvalBatches int

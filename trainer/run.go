@@ -42,10 +42,16 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 			if err != nil {
 				return err
 			}
+			stop := t.stopAgreed && t.step < t.Config.Schedule.Steps
+			if t.checkpointDue(stop) { // rank 0 writes it; under ZeRO every rank sends its moments
+				if err := t.gatherOptim(ctx); err != nil {
+					return fmt.Errorf("step %d: %w", t.step, err)
+				}
+			}
 			if onStep != nil {
 				onStep(st)
 			}
-			if t.stopAgreed && t.step < t.Config.Schedule.Steps {
+			if stop {
 				return &StoppedError{Step: t.step}
 			}
 		}
@@ -100,7 +106,10 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 					return err
 				}
 			}
-			if stop || t.step%max(t.Config.CheckpointEvery, 1) == 0 || t.step == t.Config.Schedule.Steps {
+			if t.checkpointDue(stop) {
+				if err := t.gatherOptim(ctx); err != nil {
+					return fmt.Errorf("step %d: %w", t.step, err)
+				}
 				if err := save(); err != nil {
 					return fmt.Errorf("step %d: %w", t.step, err)
 				}
@@ -150,6 +159,14 @@ func (t *Trainer) Run(ctx context.Context, dir RunDir, onStep func(StepStats)) e
 		}
 	}
 	return nil
+}
+
+// checkpointDue reports whether the step just taken ends with a checkpoint:
+// every CheckpointEvery steps and at the last, or when the run stops early.
+// Every worker computes the same.
+func (t *Trainer) checkpointDue(stop bool) bool {
+	e := t.Config.CheckpointEvery
+	return stop || (e > 0 && (t.step%e == 0 || t.step == t.Config.Schedule.Steps))
 }
 
 // RequestStop asks Run to stop after the step in progress (safe from any

@@ -97,6 +97,9 @@ type Trainer struct {
 	badInARow, skipped int // non-finite steps: in a row now, and skipped in all
 	evalSet            []data.Batch
 
+	gathered     map[string]optim.Vec // ZeRO: the moments gathered whole for a checkpoint (rank 0)
+	gatheredStep int
+
 	// stopAsked is set (by a signal handler) to stop the run after the step in
 	// progress; stopAgreed says, after a step, that some worker asked before
 	// it ended: every worker reads the same value, summed with the loss.
@@ -203,6 +206,9 @@ func New(c Config, d *Dist) (*Trainer, error) {
 	}
 	t.devstats = newDeviceStats(backend.Kind, c.GPUIndex, backend.Compute, computeDType)
 	if kernels != nil {
+		if c.Zero > 0 {
+			return nil, fmt.Errorf("trainer: parallel.zero %d shards the host optimizer's state: not yet on a device backend (use zero 0)", c.Zero)
+		}
 		t.devOpt = optim.NewDeviceAdamW(kernels, c.AdamW)
 		t.opt = t.devOpt
 	} else {
@@ -324,7 +330,7 @@ func (t *Trainer) Step(ctx context.Context) (StepStats, error) {
 	// gradients and the same weights, and applies the same update.
 	// A non-finite loss or norm (the same on every worker) applies nothing.
 	lr := t.Config.Schedule.At(t.step)
-	norm, applied, err := t.update(lr, loss)
+	norm, applied, err := t.update(ctx, lr, loss)
 	if err != nil {
 		return StepStats{}, fmt.Errorf("step %d: optimizer: %w", t.step+1, err)
 	}

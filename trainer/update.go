@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -13,7 +14,7 @@ import (
 // learning rate lr; it returns the norm before clipping. A non-finite loss or
 // norm applies nothing (applied is false): the weights and the optimizer's
 // moments and step count stay those of the step before.
-func (t *Trainer) update(lr, loss float64) (norm float64, applied bool, err error) {
+func (t *Trainer) update(ctx context.Context, lr, loss float64) (norm float64, applied bool, err error) {
 	if t.devOpt == nil {
 		err = t.withOptimParams(func(ps []optim.Param) error {
 			gs := make([]optim.Vec, len(ps))
@@ -24,6 +25,9 @@ func (t *Trainer) update(lr, loss float64) (norm float64, applied bool, err erro
 				return nil
 			}
 			applied = true
+			if t.zeroActive() {
+				return t.updateShard(ctx, lr, ps)
+			}
 			return t.hostOpt.Step(lr, ps)
 		})
 		return norm, applied, err

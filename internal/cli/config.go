@@ -85,6 +85,7 @@ func trainerConfig(r recipe.Recipe) (trainer.Config, error) {
 		Offload:          r.Memory.Offload,
 		MemoryLimit:      int64(r.Memory.LimitMiB) << 20,
 		LossChunk:        r.Memory.LossChunk,
+		Zero:             r.Parallel.Zero,
 		AdamW:            optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2, Eps: r.Optim.Eps, WeightDecay: r.Optim.WeightDecay},
 		Schedule: optim.Schedule{LR: r.Optim.LR, WarmupSteps: r.Schedule.WarmupSteps, Steps: r.Schedule.Steps,
 			Decay: r.Schedule.Decay, MinLRRatio: r.Schedule.MinLRRatio},
