@@ -18,9 +18,9 @@ type Mesh struct {
 // the recipe's validation, train, worker, launch, plan and the trainer all go
 // through it.
 type Topology struct {
-	Workers, DP, SP int    // SP 0: Workers/DP
-	Strategy        string // "ring" (or ""), "ulysses"
-	SeqLen, KVHeads int    // 0: not known where the layout is built, so not checked
+	Workers, DP, SP        int    // SP 0: Workers/DP
+	Strategy               string // "ring" (or ""), "ulysses"
+	SeqLen, Heads, KVHeads int    // 0: not known where the layout is built, so not checked
 }
 
 // LayoutError is a topology that cannot work. Key is the recipe key to change
@@ -67,8 +67,16 @@ func (t Topology) Mesh() (Mesh, error) {
 	switch t.Strategy {
 	case "", "ring":
 	case "ulysses":
-		if t.KVHeads > 0 && sp > 1 && t.KVHeads%sp != 0 {
-			return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf("ulysses needs kv_heads (%d) divisible by sp (%d); use ring, or another sp", t.KVHeads, sp), "")
+		// Each rank takes heads/sp query heads and their key/value heads: kv_heads/sp
+		// of them, or, with fewer key/value heads than ranks, the one its query
+		// heads share, replicated on sp/kv_heads ranks.
+		switch {
+		case sp <= 1 || t.KVHeads == 0 || t.KVHeads%sp == 0 && (t.Heads == 0 || t.Heads%sp == 0):
+		case sp%t.KVHeads == 0 && (t.Heads == 0 || t.Heads%sp == 0):
+		case t.Heads > 0 && t.Heads%sp != 0:
+			return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf("ulysses needs heads (%d) divisible by sp (%d); use ring, or another sp", t.Heads, sp), "")
+		default:
+			return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf("ulysses needs kv_heads (%d) divisible by sp (%d), or sp a multiple of kv_heads (each key/value head then replicated on sp/kv_heads ranks); use ring, or another sp", t.KVHeads, sp), "")
 		}
 	default:
 		return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf(`must be one of "ring", "ulysses", got %q`, t.Strategy), "")

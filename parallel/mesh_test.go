@@ -24,7 +24,9 @@ func TestTopology(t *testing.T) {
 		{"dp does not divide", parallel.Topology{Workers: 4, DP: 3}, parallel.Mesh{}, "parallel.dp"},
 		{"dp x sp", parallel.Topology{Workers: 4, DP: 1, SP: 3}, parallel.Mesh{}, "parallel.sp"},
 		{"zigzag", parallel.Topology{Workers: 4, DP: 1, SeqLen: 100}, parallel.Mesh{}, "data.seq_len"},
-		{"ulysses heads", parallel.Topology{Workers: 8, DP: 1, Strategy: "ulysses", KVHeads: 4}, parallel.Mesh{}, "parallel.strategy"},
+		{"ulysses kv heads", parallel.Topology{Workers: 8, DP: 1, Strategy: "ulysses", KVHeads: 3}, parallel.Mesh{}, "parallel.strategy"},
+		{"ulysses heads", parallel.Topology{Workers: 8, DP: 1, Strategy: "ulysses", Heads: 4, KVHeads: 4}, parallel.Mesh{}, "parallel.strategy"},
+		{"ulysses kv heads replicated", parallel.Topology{Workers: 8, DP: 1, Strategy: "ulysses", Heads: 16, KVHeads: 2}, parallel.Mesh{World: 8, DP: 1, SP: 8}, ""},
 		{"ulysses heads unknown", parallel.Topology{Workers: 8, DP: 1, Strategy: "ulysses"}, parallel.Mesh{World: 8, DP: 1, SP: 8}, ""},
 		{"strategy", parallel.Topology{Workers: 2, DP: 1, Strategy: "tree"}, parallel.Mesh{}, "parallel.strategy"},
 	} {

@@ -15,26 +15,36 @@ import (
 // ranks for the attention itself (DeepSpeed-Ulysses): an all-to-all turns each
 // rank's [Lw, H, Dh] shard of every token into all L tokens of H/SP heads;
 // attention runs locally and blockwise over the whole sequence for those heads;
-// a second all-to-all turns the output back. It needs kv_heads % sp == 0, so
-// every rank's query heads find their key/value heads on the same rank.
+// a second all-to-all turns the output back. Every rank's query heads find
+// their key/value heads on the same rank: kv_heads/sp of them when sp divides
+// kv_heads; with fewer key/value heads than ranks (sp a multiple of kv_heads,
+// as GQA models at high sp need) each rank gets the one its query heads
+// share, replicated on rep = sp/kv_heads ranks, and their dK, dV shares are
+// summed back in rank order.
 //
 // Every rank must call Forward and Backward in the same order.
 type Ulysses struct {
-	local *model.BlockAttention // over H/SP heads
-	T     Transport
-	Mesh  Mesh
-	Wait  *WaitClock // time blocked in the all-to-alls (may be nil)
-	n     int
+	local         *model.BlockAttention // over H/SP heads
+	T             Transport
+	Mesh          Mesh
+	Wait          *WaitClock // time blocked in the all-to-alls (may be nil)
+	n             int
+	heads, kvHead int // the model's query and key/value heads
+	rep           int // ranks sharing each key/value head (1: none shared)
 }
 
 // NewUlysses prepares the head-group attention pieces.
 func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, error) {
 	c := full.P.Config()
-	layout := Topology{Workers: m.World, DP: m.DP, SP: m.SP, Strategy: "ulysses", KVHeads: c.KVHeads}
+	layout := Topology{Workers: m.World, DP: m.DP, SP: m.SP, Strategy: "ulysses", Heads: c.Heads, KVHeads: c.KVHeads}
 	if _, err := layout.Mesh(); err != nil {
 		return nil, err
 	}
-	p, err := full.P.ForHeads(c.Heads/m.SP, c.KVHeads/m.SP)
+	rep, kvLocal := 1, c.KVHeads/m.SP
+	if c.KVHeads < m.SP {
+		rep, kvLocal = m.SP/c.KVHeads, 1
+	}
+	p, err := full.P.ForHeads(c.Heads/m.SP, kvLocal)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +53,40 @@ func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, erro
 	_, j := m.Coords(t.Rank())
 	local := &model.BlockAttention{P: p, BlockQ: full.BlockQ, BlockK: full.BlockK, Parallel: full.Parallel,
 		ShiftGroups: full.ShiftGroups, HeadBase: j * (c.Heads / m.SP), ModelHeads: c.Heads}
-	return &Ulysses{local: local, T: t, Mesh: m}, nil
+	return &Ulysses{local: local, T: t, Mesh: m, heads: c.Heads, kvHead: c.KVHeads, rep: rep}, nil
+}
+
+// scatterKV cuts k or v [Lw, KH*Dh] for the ranks: part j is rank j's key/value
+// heads, [Lw, KH/sp, Dh], or the one it shares, [Lw, 1, Dh].
+func (u *Ulysses) scatterKV(t *tensors.Tensor, hd int) []*tensors.Tensor {
+	if u.rep == 1 {
+		return u.scatterHeads(t, u.kvHead, hd)
+	}
+	lw := t.Shape().Dimensions[0]
+	out := make([]*tensors.Tensor, u.Mesh.SP)
+	for j := range out {
+		h := j / u.rep
+		out[j] = host.SliceCols(t, h*hd, (h+1)*hd, lw, 1, hd)
+	}
+	return out
+}
+
+// gatherKV puts the ranks' dK or dV parts [Lw, KH/sp or 1, Dh] back into
+// [Lw, KH, Dh]: a key/value head replicated on rep ranks is the sum of their
+// parts, added in rank order.
+func (u *Ulysses) gatherKV(parts []*tensors.Tensor, lw, hd int) *tensors.Tensor {
+	if u.rep == 1 {
+		return u.gatherHeads(parts, u.kvHead, hd, lw, u.kvHead, hd)
+	}
+	out := host.NewZeros(parts[0].DType(), lw, u.kvHead, hd)
+	for h := range u.kvHead {
+		sum := host.ReshapeCopy(parts[h*u.rep], lw, hd)
+		for j := h*u.rep + 1; j < (h+1)*u.rep; j++ {
+			host.AddInto(sum, host.ReshapeCopy(parts[j], lw, hd))
+		}
+		host.SetCols(out, h*hd, sum)
+	}
+	return out
 }
 
 // allToAll exchanges parts within this rank's SP group (see AllToAll).
@@ -98,8 +141,8 @@ type gathered struct {
 func (u *Ulysses) toHeads(ctx context.Context, tag string, q, k, v *tensors.Tensor, tok model.Tokens, extra ...*tensors.Tensor) (gathered, [][]*tensors.Tensor, error) {
 	c := u.local.P.Config()
 	hd, sp := c.HeadDimension(), u.Mesh.SP
-	H, KH := c.Heads*sp, c.KVHeads*sp
-	qs, ks, vs := u.scatterHeads(q, H, hd), u.scatterHeads(k, KH, hd), u.scatterHeads(v, KH, hd)
+	H := u.heads
+	qs, ks, vs := u.scatterHeads(q, H, hd), u.scatterKV(k, hd), u.scatterKV(v, hd)
 	pos, doc := host.Int32s(tok.Pos), host.Int32s(tok.Doc)
 	parts := make([][]*tensors.Tensor, sp)
 	for j := range parts {
@@ -152,15 +195,14 @@ func (u *Ulysses) Forward(ctx context.Context, q, k, v *tensors.Tensor, tok mode
 // assemble puts the head groups' outputs [Lw, (H/sp)*Dh] and lse [Lw, KH/sp*G]
 // back into o [Lw, H*Dh], lse [Lw, KH, G].
 func (u *Ulysses) assemble(got [][]*tensors.Tensor, lw int) (o, lse *tensors.Tensor, err error) {
-	c := u.local.P.Config()
-	sp := u.Mesh.SP
-	H, KH, hd := c.Heads*sp, c.KVHeads*sp, c.HeadDimension()
+	hd := u.local.P.Config().HeadDimension()
+	H, KH := u.heads, u.kvHead
 	var oParts, lParts []*tensors.Tensor
 	for _, ts := range got {
 		oParts, lParts = append(oParts, ts[0]), append(lParts, ts[1])
 	}
 	o = u.gatherHeads(oParts, H, hd, lw, H*hd)
-	lse = u.gatherHeads(lParts, KH, H/KH, lw, KH, H/KH)
+	lse = u.gatherHeads(lParts, H, 1, lw, KH, H/KH) // lse [Lw, KH, G] is [Lw, H] by query head
 	return o, lse, nil
 }
 
@@ -169,7 +211,7 @@ func (u *Ulysses) Backward(ctx context.Context, q, k, v *tensors.Tensor, tok mod
 	u.n++
 	c := u.local.P.Config()
 	sp := u.Mesh.SP
-	H, KH, hd := c.Heads*sp, c.KVHeads*sp, c.HeadDimension()
+	H, KH, hd := u.heads, u.kvHead, c.HeadDimension()
 	lw := tok.Len()
 	lse2 := host.ReshapeCopy(lse, lw, KH*(H/KH)) // [Lw, H]: cut like a [Lw, H*1] tensor
 	g, got, err := u.toHeads(ctx, fmt.Sprintf("ulysses/%d/bin", u.n), q, k, v, tok, o, do, lse2)
@@ -201,7 +243,6 @@ func (u *Ulysses) Backward(ctx context.Context, q, k, v *tensors.Tensor, tok mod
 		qP, kP, vP = append(qP, ts[0]), append(kP, ts[1]), append(vP, ts[2])
 	}
 	dq = u.gatherHeads(qP, H, hd, lw, H, hd)
-	dk = u.gatherHeads(kP, KH, hd, lw, KH, hd)
-	dv = u.gatherHeads(vP, KH, hd, lw, KH, hd)
+	dk, dv = u.gatherKV(kP, lw, hd), u.gatherKV(vP, lw, hd)
 	return dq, dk, dv, nil
 }

@@ -142,7 +142,7 @@ type ParallelConfig struct {
 	Workers  int    `yaml:"workers"`  // worker processes (on this machine with torus train)
 	SP       int    `yaml:"sp"`       // sequence-parallel degree: ranks sharing each sequence (0: workers/dp)
 	DP       int    `yaml:"dp"`       // data-parallel degree: groups reading different sequences
-	Strategy string `yaml:"strategy"` // ring | ulysses (needs kv_heads % sp == 0)
+	Strategy string `yaml:"strategy"` // ring | ulysses (needs heads % sp == 0, and kv_heads % sp == 0 or sp % kv_heads == 0)
 	// Balance: adaptive lets a ring rank that runs slower hand query blocks to
 	// the next rank (the results are bitwise the same); off keeps every rank on
 	// its own queries.
@@ -222,12 +222,12 @@ type LogConfig struct {
 // its Mesh method checks and builds it, for the recipe's validation and for
 // every command that starts or plans workers.
 func (r Recipe) Topology() parallel.Topology {
-	kv := r.Model.KVHeads
+	h, kv := r.Model.Heads, r.Model.KVHeads
 	if r.Model.From != "" {
-		kv = 0 // the model folder's config.json says, once it is read
+		h, kv = 0, 0 // the model folder's config.json says, once it is read
 	}
 	p := r.Parallel
-	return parallel.Topology{Workers: p.Workers, DP: p.DP, SP: p.SP, Strategy: p.Strategy, SeqLen: r.Data.SeqLen, KVHeads: kv}
+	return parallel.Topology{Workers: p.Workers, DP: p.DP, SP: p.SP, Strategy: p.Strategy, SeqLen: r.Data.SeqLen, Heads: h, KVHeads: kv}
 }
 
 // TokenizerFromModel is the data.tokenizer value that takes model.from's.
