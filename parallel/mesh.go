@@ -21,6 +21,25 @@ type Topology struct {
 	Workers, DP, SP        int    // SP 0: Workers/DP
 	Strategy               string // "ring" (or ""), "ulysses"
 	SeqLen, Heads, KVHeads int    // 0: not known where the layout is built, so not checked
+	// Ulysses and Ring, when set, are the degrees of hybrid sequence
+	// parallelism (sp = Ulysses x Ring; NewHybrid); one set, the other is sp
+	// over it. Unset (0), Strategy alone decides: all Ulysses or all ring.
+	Ulysses, Ring int
+}
+
+// UlyssesDegree is how many neighbouring ranks of an sp group trade tokens
+// for heads (the rest of sp is the ring across those groups): Topology.Ulysses,
+// sp/Ring, or sp under strategy ulysses and 1 under ring. sp is the Mesh's.
+func (t Topology) UlyssesDegree(sp int) int {
+	switch {
+	case t.Ulysses > 0:
+		return t.Ulysses
+	case t.Ring > 0 && sp%t.Ring == 0:
+		return sp / t.Ring
+	case t.Strategy == "ulysses":
+		return sp
+	}
+	return 1
 }
 
 // LayoutError is a topology that cannot work. Key is the recipe key to change
@@ -65,21 +84,36 @@ func (t Topology) Mesh() (Mesh, error) {
 		}
 	}
 	switch t.Strategy {
-	case "", "ring":
-	case "ulysses":
-		// Each rank takes heads/sp query heads and their key/value heads: kv_heads/sp
-		// of them, or, with fewer key/value heads than ranks, the one its query
-		// heads share, replicated on sp/kv_heads ranks.
-		switch {
-		case sp <= 1 || t.KVHeads == 0 || t.KVHeads%sp == 0 && (t.Heads == 0 || t.Heads%sp == 0):
-		case sp%t.KVHeads == 0 && (t.Heads == 0 || t.Heads%sp == 0):
-		case t.Heads > 0 && t.Heads%sp != 0:
-			return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf("ulysses needs heads (%d) divisible by sp (%d); use ring, or another sp", t.Heads, sp), "")
-		default:
-			return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf("ulysses needs kv_heads (%d) divisible by sp (%d), or sp a multiple of kv_heads (each key/value head then replicated on sp/kv_heads ranks); use ring, or another sp", t.KVHeads, sp), "")
-		}
+	case "", "ring", "ulysses":
 	default:
 		return Mesh{}, layoutError("parallel.strategy", fmt.Sprintf(`must be one of "ring", "ulysses", got %q`, t.Strategy), "")
+	}
+	switch {
+	case t.Ulysses < 0 || t.Ring < 0:
+		return Mesh{}, layoutError("parallel.ulysses", fmt.Sprintf("ulysses (%d) and ring (%d) must be >= 0 (0: from parallel.strategy)", t.Ulysses, t.Ring), "")
+	case t.Ulysses > 0 && t.Ring > 0 && t.Ulysses*t.Ring != sp:
+		return Mesh{}, layoutError("parallel.ulysses", fmt.Sprintf("ulysses (%d) x ring (%d) = %d, but sp = %d", t.Ulysses, t.Ring, t.Ulysses*t.Ring, sp), "")
+	case t.Ulysses > 0 && sp%t.Ulysses != 0:
+		return Mesh{}, layoutError("parallel.ulysses", fmt.Sprintf("must divide sp (%d), got %d", sp, t.Ulysses), "")
+	case t.Ring > 0 && sp%t.Ring != 0:
+		return Mesh{}, layoutError("parallel.ring", fmt.Sprintf("must divide sp (%d), got %d", sp, t.Ring), "")
+	}
+	// Each rank of a Ulysses group of u takes heads/u query heads and their
+	// key/value heads: kv_heads/u of them, or, with fewer key/value heads
+	// than ranks, the one its query heads share, replicated on u/kv_heads ranks.
+	key, what, u := "parallel.strategy", "sp", t.UlyssesDegree(sp)
+	if t.Ulysses > 0 {
+		key, what = "parallel.ulysses", "the ulysses degree"
+	} else if t.Ring > 0 {
+		key, what = "parallel.ring", "the ulysses degree"
+	}
+	switch {
+	case u <= 1 || t.KVHeads == 0 || t.KVHeads%u == 0 && (t.Heads == 0 || t.Heads%u == 0):
+	case u%t.KVHeads == 0 && (t.Heads == 0 || t.Heads%u == 0):
+	case t.Heads > 0 && t.Heads%u != 0:
+		return Mesh{}, layoutError(key, fmt.Sprintf("ulysses needs heads (%d) divisible by %s (%d); use ring, or another sp", t.Heads, what, u), "")
+	default:
+		return Mesh{}, layoutError(key, fmt.Sprintf("ulysses needs kv_heads (%d) divisible by %s (%d), or %s a multiple of kv_heads (each key/value head then replicated on %d/kv_heads ranks); use ring, or another sp", t.KVHeads, what, u, what, u), "")
 	}
 	return m, nil
 }

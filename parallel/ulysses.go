@@ -25,6 +25,7 @@ import (
 // Every rank must call Forward and Backward in the same order.
 type Ulysses struct {
 	local         *model.BlockAttention // over H/SP heads
+	inner         headAttention         // what runs over them: local, or a ring of Ulysses groups (Hybrid)
 	T             Transport
 	Mesh          Mesh
 	Wait          *WaitClock // time blocked in the all-to-alls (may be nil)
@@ -53,7 +54,14 @@ func NewUlysses(full *model.BlockAttention, t Transport, m Mesh) (*Ulysses, erro
 	_, j := m.Coords(t.Rank())
 	local := &model.BlockAttention{P: p, BlockQ: full.BlockQ, BlockK: full.BlockK, Parallel: full.Parallel,
 		ShiftGroups: full.ShiftGroups, HeadBase: j * (c.Heads / m.SP), ModelHeads: c.Heads}
-	return &Ulysses{local: local, T: t, Mesh: m, heads: c.Heads, kvHead: c.KVHeads, rep: rep}, nil
+	return &Ulysses{local: local, inner: local, T: t, Mesh: m, heads: c.Heads, kvHead: c.KVHeads, rep: rep}, nil
+}
+
+// headAttention is attention over this rank's head group, all tokens of the
+// Ulysses group: blockwise here, or a ring across the groups.
+type headAttention interface {
+	Forward(ctx context.Context, q, k, v *tensors.Tensor, tok model.Tokens) (o, lse *tensors.Tensor, err error)
+	Backward(ctx context.Context, q, k, v *tensors.Tensor, tok model.Tokens, o, lse, do *tensors.Tensor) (dq, dk, dv *tensors.Tensor, err error)
 }
 
 // scatterKV cuts k or v [Lw, KH*Dh] for the ranks: part j is rank j's key/value
@@ -174,7 +182,7 @@ func (u *Ulysses) Forward(ctx context.Context, q, k, v *tensors.Tensor, tok mode
 	if err != nil {
 		return nil, nil, err
 	}
-	og, lseg, err := u.local.Forward(ctx, g.q, g.k, g.v, g.tok)
+	og, lseg, err := u.inner.Forward(ctx, g.q, g.k, g.v, g.tok)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -225,7 +233,7 @@ func (u *Ulysses) Backward(ctx context.Context, q, k, v *tensors.Tensor, tok mod
 	L := g.tok.Len()
 	og, dog := host.ConcatRows(oo...), host.ConcatRows(dd...)
 	lseg := host.ReshapeCopy(host.ConcatRows(ll...), L, c.KVHeads, c.Heads/c.KVHeads)
-	dqg, dkg, dvg, err := u.local.Backward(ctx, g.q, g.k, g.v, g.tok, og, lseg, dog)
+	dqg, dkg, dvg, err := u.inner.Backward(ctx, g.q, g.k, g.v, g.tok, og, lseg, dog)
 	if err != nil {
 		return nil, nil, nil, err
 	}

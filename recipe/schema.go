@@ -152,6 +152,12 @@ type ParallelConfig struct {
 	// every weight, then the shares are gathered: the same weights, 1/workers
 	// of the optimizer memory). Stages 2 and 3 are not built yet.
 	Zero int `yaml:"zero"`
+	// Ulysses and Ring are hybrid sequence parallelism's degrees, sp =
+	// ulysses x ring: Ulysses' all-to-all inside groups of ulysses
+	// neighbouring ranks, the ring across the groups. 0: from the other, or
+	// from strategy (ulysses: all Ulysses; ring: all ring).
+	Ulysses int `yaml:"ulysses"`
+	Ring    int `yaml:"ring"`
 }
 
 // MemoryConfig is how activations are kept and how attention is blocked.
@@ -227,7 +233,8 @@ func (r Recipe) Topology() parallel.Topology {
 		h, kv = 0, 0 // the model folder's config.json says, once it is read
 	}
 	p := r.Parallel
-	return parallel.Topology{Workers: p.Workers, DP: p.DP, SP: p.SP, Strategy: p.Strategy, SeqLen: r.Data.SeqLen, Heads: h, KVHeads: kv}
+	return parallel.Topology{Workers: p.Workers, DP: p.DP, SP: p.SP, Strategy: p.Strategy, SeqLen: r.Data.SeqLen, Heads: h, KVHeads: kv,
+		Ulysses: p.Ulysses, Ring: p.Ring}
 }
 
 // TokenizerFromModel is the data.tokenizer value that takes model.from's.

@@ -19,6 +19,11 @@ type Dist struct {
 	T        parallel.Transport
 	Mesh     parallel.Mesh
 	Strategy string             // ring | ulysses
+	// Ulysses, between 1 and Mesh.SP (exclusive), is hybrid sequence
+	// parallelism: Ulysses inside groups of this many neighbouring ranks, a
+	// ring across the Mesh.SP/Ulysses groups (parallel.NewHybrid). 0 or 1, or
+	// Mesh.SP: the Strategy alone.
+	Ulysses int
 	Wait     parallel.WaitClock // time this worker's steps were blocked on communication
 	// Balance, under ring attention, lets a slower rank hand query blocks to the
 	// next one (parallel.Balancer; the results are bitwise the same). Every rank
@@ -37,6 +42,9 @@ func (d *Dist) attention(local *model.BlockAttention, c Config) (Attention, erro
 	layout := parallel.Topology{Workers: d.Mesh.World, DP: d.Mesh.DP, SP: d.Mesh.SP, Strategy: d.Strategy, SeqLen: c.SeqLen}
 	if _, err := layout.Mesh(); err != nil {
 		return nil, err
+	}
+	if d.Ulysses > 1 && d.Ulysses < d.Mesh.SP {
+		return parallel.NewHybrid(local, d.T, d.Mesh, d.Ulysses, &d.Wait)
 	}
 	if d.Strategy == "ulysses" {
 		u, err := parallel.NewUlysses(local, d.T, d.Mesh)

@@ -6,6 +6,8 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -41,6 +43,10 @@ func runZero(t *testing.T, cfg trainer.Config, workers, dp int, strategy string,
 			var d *trainer.Dist
 			if ts != nil {
 				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: workers, DP: dp, SP: workers / dp}, Strategy: strategy}
+				if u, ok := strings.CutPrefix(strategy, "ulysses="); ok { // hybrid: ulysses=U, a ring across
+					d.Strategy = "ring"
+					d.Ulysses, _ = strconv.Atoi(u)
+				}
 			}
 			tr, err := trainer.New(cfg, d)
 			if err != nil {

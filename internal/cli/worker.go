@@ -133,6 +133,15 @@ func newWorkerCmd() *cobra.Command {
 			defer exp.Close()
 			exp.SetRestarts(rdzv.attempt)
 			d := &trainer.Dist{T: wk.T, Mesh: wk.Mesh, Strategy: r.Parallel.Strategy}
+			// Hybrid sequence parallelism: Ulysses inside groups of u ranks, a ring across them.
+			switch u := r.Topology().UlyssesDegree(wk.Mesh.SP); {
+			case u >= wk.Mesh.SP && wk.Mesh.SP > 1:
+				d.Strategy = "ulysses"
+			case u <= 1:
+				d.Strategy = "ring"
+			default:
+				d.Ulysses = u
+			}
 			if r.Parallel.Balance == "adaptive" {
 				d.Balance = &parallel.Balancer{}
 			}
