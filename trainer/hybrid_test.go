@@ -59,8 +59,8 @@ func runHybrid(t *testing.T, cfg trainer.Config, ts []parallel.Transport, ulysse
 // across the groups: 4 workers as ulysses 2 x ring 2 over real gRPC, 8 as
 // 2 x 4 and 4 x 2 (in-process), and kv_heads 2 with ulysses 4 x ring 2 (each
 // key/value head replicated), with packed documents across shard boundaries
-// and gradient accumulation 2: the loss and every gradient equal one worker's
-// within 1e-9 (float64) and 1e-5 (float32).
+// and gradient accumulation 2, and under shifted sparse attention: the loss
+// and every gradient equal one worker's within 1e-9 (float64) and 1e-5 (float32).
 func TestHybridParity(t *testing.T) {
 	for _, dc := range []struct {
 		dtype dtypes.DType
@@ -69,10 +69,11 @@ func TestHybridParity(t *testing.T) {
 		for _, tc := range []struct {
 			workers, ulysses, kv int
 			grpc                 bool
-		}{{4, 2, 4, true}, {8, 2, 4, false}, {8, 4, 4, false}, {8, 4, 2, false}} {
-			t.Run(fmt.Sprintf("%s/ulysses%d-ring%d-kv%d", dc.dtype, tc.ulysses, tc.workers/tc.ulysses, tc.kv), func(t *testing.T) {
+			shift                int // shifted sparse attention's groups (0: full attention)
+		}{{4, 2, 4, true, 0}, {8, 2, 4, false, 0}, {8, 4, 4, false, 0}, {8, 4, 2, false, 0}, {4, 2, 4, false, 6}} {
+			t.Run(fmt.Sprintf("%s/ulysses%d-ring%d-kv%d-shift%d", dc.dtype, tc.ulysses, tc.workers/tc.ulysses, tc.kv, tc.shift), func(t *testing.T) {
 				cfg := parityConfig(t, dc.dtype, 64, 2)
-				cfg.Model.KVHeads = tc.kv
+				cfg.Model.KVHeads, cfg.ShiftGroups = tc.kv, tc.shift
 				want := runWorkers(t, cfg, nil, "")[0]
 				ts := parallel.NewLocal(tc.workers)
 				if tc.grpc {
