@@ -40,6 +40,7 @@ vet: check-go
 	$(GO) vet ./...
 
 test: fmt-check vet
+	@command -v tcpdump >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tcpdump; } || echo "make: no tcpdump: TestLoopbackStreamsEncrypted will skip"
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 $(RACE_FLAGS) $(RACE_PKGS)
 

@@ -13,8 +13,11 @@
 #   BENCH_RECOMPUTE=except_attention   torus's memory.recompute (layer keeps only layer inputs)
 #   BENCH_PAR_LENGTH=16384             sequence for 2 workers (one core each) vs 1 worker (two cores)
 #   BENCH_PAR_STEPS=6                  timed steps of that comparison (balanced and held alternately)
+#   BENCH_TLS_LENGTH=16384             sequence of the TLS-vs-plaintext comparison (2 workers, one core each)
+#   BENCH_TLS_ROUNDS=4                 its rounds: a plaintext and a TLS step each, interleaved ABBA in the same workers
 #   BENCH_CKPT_LENGTH=1024             sequence of the checkpoint-cost comparison
 #   BENCH_OFFLOAD_LENGTH=16384         sequence of the offload comparison (16 layers)
+#   BENCH_MEMLEN_LENGTHS="16384 32768" lengths of the memory-at-length rows (one step, one worker, each its own process)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3} GOEXPERIMENT=${GOEXPERIMENT:-simd} GOFLAGS=${GOFLAGS:--buildvcs=false}
@@ -53,12 +56,22 @@ state() { # the machine's state, beside every figure
   ./bin/stepbench --mode parallel --seq-len "${BENCH_PAR_LENGTH:-16384}" --steps "${BENCH_PAR_STEPS:-6}" --warmup 1 --recompute "$recompute" --balance alternate \
     || echo '{"impl":"torus-parallel","status":"failed"}'
   state "after parallel"
+  echo "bench: step time with TLS against plaintext at ${BENCH_TLS_LENGTH:-16384} tokens on 2 workers (one core each; plaintext and TLS steps interleaved)" >&2
+  ./bin/stepbench --mode tls --seq-len "${BENCH_TLS_LENGTH:-16384}" --steps "${BENCH_TLS_ROUNDS:-4}" --warmup 1 --recompute "$recompute" --balance off \
+    || echo '{"impl":"torus-tls","status":"failed"}'
+  state "after tls"
   echo "bench: offload none, host, disk: 16 layers, seq_len ${BENCH_OFFLOAD_LENGTH:-16384}" >&2
   for o in none host disk; do
     ./bin/stepbench --impl torus-offload --layers 16 --seq-len "${BENCH_OFFLOAD_LENGTH:-16384}" --steps 1 --warmup 1 \
       --recompute "$recompute" --offload "$o" || printf '{"impl":"torus-offload","offload":"%s","status":"failed"}\n' "$o"
   done
   state "after offload"
+  echo "bench: memory at length: one step at ${BENCH_MEMLEN_LENGTHS:-16384 32768} tokens on one worker (peak RSS, against the length)" >&2
+  for L in ${BENCH_MEMLEN_LENGTHS:-16384 32768}; do
+    ./bin/stepbench --impl torus-memlen --seq-len "$L" --steps 1 --warmup 0 --recompute "$recompute" \
+      || printf '{"impl":"torus-memlen","seq_len":%s,"status":"failed"}\n' "$L"
+  done
+  state "after memory at length"
   echo "bench: one step at seq_len 65536 on 2 workers (ring, one core each, disk offload)" >&2
   ./bin/stepbench --mode parallel --single=false --seq-len 65536 --steps 1 --warmup 0 --recompute "$recompute" --offload disk --memory-limit-mib 2560 \
     || echo '{"impl":"torus-parallel","seq_len":65536,"status":"failed"}'

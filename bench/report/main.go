@@ -40,6 +40,8 @@ func main() {
 	var ckpts []ckptRow
 	var offloads []offloadRow
 	var toks []tokRow
+	var tlsRows []tlsRow
+	var memlen []offloadRow
 	var peakTorus, peakTorch float64
 	var machine []row
 	sc := bufio.NewScanner(os.Stdin)
@@ -47,6 +49,13 @@ func main() {
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		if strings.Contains(line, `"impl":"torus-memlen"`) {
+			var o offloadRow
+			if err := json.Unmarshal([]byte(line), &o); err == nil {
+				memlen = append(memlen, o)
+			}
 			continue
 		}
 		if strings.Contains(line, `"impl":"torus-offload"`) {
@@ -67,6 +76,13 @@ func main() {
 			var c ckptRow
 			if err := json.Unmarshal([]byte(line), &c); err == nil {
 				ckpts = append(ckpts, c)
+			}
+			continue
+		}
+		if strings.Contains(line, `"impl":"torus-tls"`) {
+			var r tlsRow
+			if err := json.Unmarshal([]byte(line), &r); err == nil {
+				tlsRows = append(tlsRows, r)
 			}
 			continue
 		}
@@ -180,6 +196,7 @@ func main() {
 				w.Predicted, w.Balancing, w.Agree, mib(w.PeakRSS))
 		}
 	}
+	printTLS(tlsRows)
 	var none *offloadRow
 	for i, o := range offloads {
 		if o.Offload == "none" && o.Status == "ok" {
@@ -203,6 +220,7 @@ func main() {
 			fmt.Printf("| %s | %.0f MiB | %.0f MiB | %s | %.2f | %s |\n", o.Offload, mib(o.Memory.Activations), mib(o.PeakRSS), saving, o.Median, ratio)
 		}
 	}
+	printMemLen(memlen)
 	for _, c := range ckpts {
 		fmt.Printf("\n\nCheckpoints, seq_len %d: blocks of %d steps alternating, with a checkpoint every step (%.1f MiB each, written in the background) vs none\n",
 			c.SeqLen, c.Block, mib(c.Bytes))
@@ -320,4 +338,107 @@ func tokName(path string) string {
 		path = filepath.Dir(path)
 	}
 	return filepath.Base(path)
+}
+
+type tlsRow struct {
+	Status      string    `json:"status"`
+	SeqLen      int       `json:"seq_len"`
+	Workers     int       `json:"workers"`
+	Rounds      int       `json:"rounds"`
+	Recompute   string    `json:"recompute"`
+	Balance     string    `json:"balance"`
+	Plain       []float64 `json:"plaintext_step_seconds_all"`
+	Sealed      []float64 `json:"tls_step_seconds_all"`
+	PlainMedian float64   `json:"plaintext_step_seconds_median"`
+	TLSMedian   float64   `json:"tls_step_seconds_median"`
+	Ratio       float64   `json:"ratio_tls_over_plaintext"`
+	MinRatio    float64   `json:"ratio_tls_over_plaintext_min"`
+	RoundMin    float64   `json:"round_ratio_min"`
+	RoundMax    float64   `json:"round_ratio_max"`
+	CPURatio    float64   `json:"cpu_ratio_tls_over_plaintext"`
+	PlainBytes  int64     `json:"plaintext_bytes_sent_per_step"`
+	TLSBytes    int64     `json:"tls_bytes_sent_per_step"`
+	XferBytes   int64     `json:"transfer_bytes_per_rank"`
+	XferPlain   []float64 `json:"transfer_plaintext_seconds"`
+	XferTLS     []float64 `json:"transfer_tls_seconds"`
+	XferShare   float64   `json:"transfer_added_share_of_step"`
+	Load0       string    `json:"loadavg_before"`
+	Load1       string    `json:"loadavg_after"`
+}
+
+// printTLS: the ring's step with its streams over TLS (as torus train makes
+// them) against plaintext (--insecure), interleaved in one run.
+func printTLS(rows []tlsRow) {
+	for _, r := range rows {
+		if r.Status != "ok" {
+			fmt.Printf("\n\nStep time with TLS against plaintext: %s\n", r.Status)
+			continue
+		}
+		fmt.Printf("\n\nStep time with TLS against plaintext at %d tokens on %d workers (target under 1.03x): %.3fx (ratio of medians)\n",
+			r.SeqLen, r.Workers, r.Ratio)
+		fmt.Printf("One core each, ring, recompute %s, balance %s; %d rounds alternating plaintext and TLS steps (ABBA) in the same processes; "+
+			"a step is its slower rank's. Load average %s before, %s after.\n", r.Recompute, r.Balance, r.Rounds, r.Load0, r.Load1)
+		fmt.Println("| streams | s/step median | min | max | (max-min)/median | payload bytes/step (both ranks) |")
+		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: |")
+		for _, c := range []struct {
+			name  string
+			all   []float64
+			med   float64
+			bytes int64
+		}{{"plaintext (--insecure)", r.Plain, r.PlainMedian, r.PlainBytes}, {"mutual TLS 1.3 (torus train)", r.Sealed, r.TLSMedian, r.TLSBytes}} {
+			if len(c.all) == 0 {
+				continue
+			}
+			lo, hi := minMax(c.all)
+			fmt.Printf("| %s | %.3f | %.3f | %.3f | %.1f%% | %d |\n", c.name, c.med, lo, hi, 100*(hi-lo)/c.med, c.bytes)
+		}
+		fmt.Printf("Each round's TLS step over its plaintext step: %.3fx to %.3fx; fastest TLS step over fastest plaintext step: %.3fx; "+
+			"CPU time per step (both ranks, medians), TLS over plaintext: %.3fx\n", r.RoundMin, r.RoundMax, r.MinRatio, r.CPURatio)
+		if len(r.XferPlain) > 0 && len(r.XferTLS) > 0 {
+			fmt.Printf("A step's bytes alone (%.0f MiB each way, the same workers after the steps, ABBA): plaintext %.3f s, TLS %.3f s (medians): "+
+				"TLS adds %.2f%% of the plaintext step\n", mib(r.XferBytes), median(r.XferPlain), median(r.XferTLS), 100*r.XferShare)
+		}
+	}
+}
+
+func minMax(x []float64) (lo, hi float64) {
+	lo, hi = x[0], x[0]
+	for _, v := range x {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return lo, hi
+}
+
+func median(x []float64) float64 {
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// printMemLen is the memory-at-length table: one step at each length on one
+// worker, its peak RSS, and the growth against the shortest length's (issue 18:
+// linear in the length, so RSS ratio / length ratio near 1 or below).
+func printMemLen(rows []offloadRow) {
+	if len(rows) == 0 {
+		return
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].SeqLen < rows[j].SeqLen })
+	var first *offloadRow
+	fmt.Println("\n\nMemory at length: one step on one worker, the reference model (target: RSS grows at most in proportion to the length)")
+	fmt.Println("| seq_len | peak RSS | KiB per token | RSS ratio to the shortest | length ratio | RSS ratio / length ratio | s/step |")
+	fmt.Println("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for i, r := range rows {
+		if r.Status != "ok" {
+			fmt.Printf("| %d | %s | | | | | |\n", r.SeqLen, r.Status)
+			continue
+		}
+		if first == nil {
+			first = &rows[i]
+		}
+		rss, length := float64(r.PeakRSS)/float64(first.PeakRSS), float64(r.SeqLen)/float64(first.SeqLen)
+		fmt.Printf("| %d | %.0f MiB | %.1f | %.2fx | %.0fx | %.2f | %.1f |\n", r.SeqLen, mib(r.PeakRSS), float64(r.PeakRSS)/1024/float64(r.SeqLen), rss, length, rss/length, r.Median)
+	}
 }

@@ -36,7 +36,7 @@ func main() {
 		blockK  = flag.Int("block-k", 512, "attention key block")
 		layers  = flag.Int("layers", 4, "decoder layers (default: the preset's; 4 for the reference model)")
 		profile = flag.String("cpuprofile", "", "write a CPU profile of the timed steps")
-		mode    = flag.String("mode", "step", "step | matmul-peak | parallel (1 worker on 2 cores vs 2 on one core each) | worker | ckpt (steps with a checkpoint each vs none; write throughput)")
+		mode    = flag.String("mode", "step", "step | matmul-peak | parallel (1 worker on 2 cores vs 2 on one core each) | tls (2 workers, one core each: --steps rounds of a plaintext and a TLS step) | worker | ckpt (steps with a checkpoint each vs none; write throughput)")
 		ckptDir = flag.String("ckpt-dir", "", "ckpt mode: where checkpoints go (default: a temporary folder here, on this disk)")
 		rank    = flag.Int("rank", 0, "worker mode: this worker's rank")
 		result  = flag.String("result", "", "worker mode: where to write this worker's JSON result")
@@ -55,12 +55,14 @@ func main() {
 		attn    = flag.String("attention", "auto", "attention.kernel: auto (cuDNN's fused kernel on cuda in bfloat16, the mask being plain causal) | blockwise")
 		devRes  = flag.Bool("device-resident", false, "run the step as on a GPU (compiled embedding, gradient sums, clipping, AdamW) on the CPU backend too; always so on cuda")
 		tokName = flag.String("tokenizer", "byte", "data.tokenizer: byte (random bytes as data) | a tokenizer.json or model folder (then the data is $GOROOT/src's Go files, tokenized as the step runs, and the vocabulary the tokenizer's)")
+		tlsFlag = flag.String("tls", "off", "worker mode: the ring's streams: off (plaintext) | on (mutual TLS, the CA of $TORUS_CLUSTER_KEY) | alternate (both, by step: see --mode tls)")
 		budget  = flag.Float64("budget-s", 0, "step mode: time fewer steps (at least one) when the next would end more than this many seconds after the start (0: no limit)")
 	)
 	flag.Parse()
 	offloadMode, implName, memoryLimitMiB = *offload, *impl, *memLim
 	bench = benchOpts{backend: *backend, preset: *preset, dtype: *dtype, gradAccum: *accum, blockwise: *attn == "blockwise", deviceResident: *devRes, tokenizer: *tokName}
 	budgetSeconds = *budget
+	tlsMode = *tlsFlag
 	m, err := presetModel(*preset)
 	if err == nil {
 		_, err = computeDType(*dtype)
@@ -70,6 +72,9 @@ func main() {
 	}
 	if err == nil && *accum < 1 {
 		err = fmt.Errorf("--grad-accum %d: want >= 1", *accum)
+	}
+	if err == nil && tlsMode != "off" && tlsMode != "on" && tlsMode != "alternate" {
+		err = fmt.Errorf("--tls %q: want off, on or alternate", tlsMode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stepbench:", err)
@@ -83,6 +88,8 @@ func main() {
 	switch *mode {
 	case "parallel":
 		err = runParallel(*wprocs, *cores, *single, *recomp, *balance, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
+	case "tls":
+		err = runTLS(*wprocs, *cores, *recomp, *balance, *seqLen, *steps, *warmup, *blockQ, *blockK, *layers)
 	case "ckpt":
 		err = runCkpt(*recomp, *seqLen, 6, *steps, *blockQ, *blockK, *layers, *ckptDir)
 	case "tokenizer":

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"math"
+	"slices"
 	"testing"
 
 	"github.com/gomlx/compute/dtypes"
@@ -81,5 +83,40 @@ func TestBenchConfig(t *testing.T) {
 	cleanup()
 	if cfg.Compute != 0 {
 		t.Errorf("float32: compute %s, want none", cfg.Compute)
+	}
+}
+
+// TestTLSOrder: --mode tls's timed steps go in rounds of one plaintext and one
+// TLS step, plaintext first in even rounds and TLS first in odd ones (ABBA).
+func TestTLSOrder(t *testing.T) {
+	const warmup = 1
+	var got []bool
+	for i := range warmup + 8 {
+		got = append(got, tlsStep(i, warmup))
+	}
+	want := []bool{false, false, true, true, false, false, true, true, false}
+	if !slices.Equal(got, want) {
+		t.Errorf("TLS by step = %v, want %v", got, want)
+	}
+}
+
+// TestTLSCompare: a step's time is its slower rank's; the ratio is of the
+// medians; each round pairs its TLS step with its plaintext step.
+func TestTLSCompare(t *testing.T) {
+	tls := []bool{false, true, true, false}
+	ws := [2]workerResult{
+		{StepSeconds: []float64{10, 11, 12, 9}, CPUSeconds: []float64{1, 1, 1, 1}, WaitSeconds: make([]float64, 4), BytesSent: []int64{5, 5, 5, 5}, TLS: tls},
+		{StepSeconds: []float64{10.5, 10, 10, 10}, CPUSeconds: []float64{1, 2, 2, 1}, WaitSeconds: make([]float64, 4), BytesSent: []int64{5, 5, 5, 5}, TLS: tls},
+	}
+	out := tlsCompare(ws, 4)
+	// plaintext steps 10.5, 10; TLS steps 11, 12
+	if got, want := out["ratio_tls_over_plaintext"].(float64), 11.5/10.25; math.Abs(got-want) > 1e-12 {
+		t.Errorf("ratio = %v, want %v", got, want)
+	}
+	if got, want := out["round_ratios"].([]float64), []float64{11 / 10.5, 12.0 / 10}; !slices.Equal(got, want) {
+		t.Errorf("round ratios = %v, want %v", got, want)
+	}
+	if got := out["cpu_ratio_tls_over_plaintext"].(float64); got != 1.5 {
+		t.Errorf("CPU ratio = %v, want 1.5", got)
 	}
 }

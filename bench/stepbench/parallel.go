@@ -30,8 +30,13 @@ type workerResult struct {
 	CPUSeconds  []float64               `json:"cpu_seconds"`  // CPU time the process used, per step
 	Balance     []parallel.BalanceStats `json:"balance"`      // what the balancer moved, per step
 	Held        []bool                  `json:"held"`         // per step: balancing held (--balance alternate)
-	PeakRSS     int64                   `json:"peak_rss_bytes"`
-	Memory      trainer.Memory          `json:"memory"` // of the last step
+	TLS         []bool                  `json:"tls"`          // per step: over TLS (--tls)
+	// --tls alternate: a step's bytes moved alone, over plaintext and TLS in turn.
+	TransferSeconds []float64      `json:"transfer_seconds,omitempty"`
+	TransferCPU     []float64      `json:"transfer_cpu_seconds,omitempty"`
+	TransferTLS     []bool         `json:"transfer_tls,omitempty"`
+	PeakRSS         int64          `json:"peak_rss_bytes"`
+	Memory          trainer.Memory `json:"memory"` // of the last step
 }
 
 // runWorker is one rank of a 2-worker job: it listens, learns its peer from the
@@ -42,26 +47,29 @@ func runWorker(rank int, result, recompute, balance string, seqLen, steps, warmu
 		return err
 	}
 	defer cleanup()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	// One listener, two under --tls alternate (plaintext's, TLS's: see tls.go).
+	var lns []net.Listener
+	var addrs []string
+	for range 1 + b2i(tlsMode == "alternate") {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		lns, addrs = append(lns, ln), append(addrs, ln.Addr().String())
 	}
-	fmt.Printf("%s%s\n", launch.ListenPrefix, ln.Addr())
+	fmt.Printf("%s%s\n", launch.ListenPrefix, strings.Join(addrs, ","))
 	line, err := bufio.NewReader(os.Stdin).ReadBytes('\n')
 	if err != nil {
 		return err
 	}
-	var peers launch.Peers
-	if err := json.Unmarshal(line, &peers); err != nil {
-		return err
-	}
 	ctx := context.Background()
-	tr, err := parallel.NewGRPC(ctx, parallel.GRPCConfig{Rank: rank, Addrs: peers.Addrs, Listener: ln})
+	tr, err := workerTransport(ctx, rank, line, lns)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	mesh, err := parallel.NewMesh(len(peers.Addrs), 1, len(peers.Addrs))
+	sw, _ := tr.(*switchTransport)
+	mesh, err := parallel.NewMesh(tr.Size(), 1, tr.Size())
 	if err != nil {
 		return err
 	}
@@ -83,6 +91,9 @@ func runWorker(rank int, result, recompute, balance string, seqLen, steps, warmu
 			defer stop()
 		}
 		held := balance == "alternate" && i >= warmup && (i-warmup)%2 == 1 // the same steps on every rank
+		if sw != nil {
+			sw.use(tlsStep(i, warmup)) // the same steps on every rank
+		}
 		if d.Balance != nil {
 			d.Balance.Hold(held)
 		}
@@ -90,6 +101,10 @@ func runWorker(rank int, result, recompute, balance string, seqLen, steps, warmu
 		st, err := t.Step(ctx)
 		if err != nil {
 			return err
+		}
+		if sw != nil && rank == 0 {
+			fmt.Fprintf(os.Stderr, "stepbench: step %d of %d (%s): %.3f s\n", i+1, warmup+steps,
+				map[bool]string{false: "plaintext", true: "TLS"}[tlsStep(i, warmup)], st.StepSeconds)
 		}
 		if i >= warmup {
 			res.StepSeconds = append(res.StepSeconds, st.StepSeconds)
@@ -103,7 +118,13 @@ func runWorker(rank int, result, recompute, balance string, seqLen, steps, warmu
 			res.CPUSeconds = append(res.CPUSeconds, cpuSeconds()-cpu0)
 			res.Balance = append(res.Balance, balanceDiff(d.Balance.Stats(), bal0))
 			res.Held = append(res.Held, held)
+			res.TLS = append(res.TLS, tlsMode == "on" || sw != nil && tlsStep(i, warmup))
 			res.Memory = st.Memory
+		}
+	}
+	if sw != nil && len(res.BytesSent) > 0 {
+		if res.TransferSeconds, res.TransferCPU, res.TransferTLS, err = measureTransfer(ctx, sw, res.BytesSent[len(res.BytesSent)-1], 8); err != nil {
+			return fmt.Errorf("transfers: %w", err)
 		}
 	}
 	res.PeakRSS = trainer.PeakRSS()
@@ -112,6 +133,13 @@ func runWorker(rank int, result, recompute, balance string, seqLen, steps, warmu
 		return err
 	}
 	return os.WriteFile(result, b, 0o644)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // cpuSeconds is the CPU time (user and system) this process has used so far.

@@ -159,8 +159,13 @@ func TestLocalWorkersGetARunSecret(t *testing.T) {
 // run over --insecure (plaintext) first, the capture holds the ring's message
 // tags and tensor bytes in the clear, which shows the capture sees the
 // streams; run as torus train (mutual TLS with the run's secret), the same
-// tags and bytes appear nowhere. Needs tcpdump or tshark, and the right to
-// capture (root).
+// tags and bytes appear nowhere, and the capture holds TLS records of at least
+// the size of the plaintext run's streams. Both runs and their captures are
+// in a network namespace of their own, so that its loopback carries nothing
+// but the run's streams: on the machine's own lo every other process's
+// traffic is captured too, and another plaintext run there (a test beside
+// this one) would carry the same ring tags. Needs tcpdump or tshark, ip(8)
+// and root (capturing packets, making the namespace).
 func TestLoopbackStreamsEncrypted(t *testing.T) {
 	capturer := ""
 	for _, tool := range []string{"tcpdump", "tshark"} {
@@ -175,12 +180,13 @@ func TestLoopbackStreamsEncrypted(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("capturing packets on lo needs root")
 	}
+	ns := newHosts(t, 1).ns[0] // skips without root or ip(8); its lo is up
 	dir := t.TempDir()
 	rec := tinyRecipe(t, dir, 3)
 
-	plain := capture(t, capturer, filepath.Join(dir, "plain.pcap"), func() error {
-		cmd := exec.Command(torus, "launch", rec, "--set", "parallel.workers=2", "--nodes", "1", "--node-rank", "0",
-			"--workers-per-node", "2", "--rdzv", freeLoopback(t), "--insecure", "--max-restarts", "0",
+	plain := capture(t, ns, capturer, filepath.Join(dir, "plain.pcap"), func() error {
+		cmd := exec.Command("ip", "netns", "exec", ns, torus, "launch", rec, "--set", "parallel.workers=2", "--nodes", "1", "--node-rank", "0",
+			"--workers-per-node", "2", "--rdzv", "127.0.0.1:29400", "--insecure", "--max-restarts", "0",
 			"--out", filepath.Join(dir, "plain"), "--progress", "none")
 		cmd.Env = envWithout("TORUS_CLUSTER_KEY")
 		return cmd.Run()
@@ -189,8 +195,8 @@ func TestLoopbackStreamsEncrypted(t *testing.T) {
 	if len(patterns) < 2 {
 		t.Fatalf("the capture of the plaintext run (%d bytes) holds no ring message in the clear: the capture does not see the streams", len(plain))
 	}
-	sealed := capture(t, capturer, filepath.Join(dir, "tls.pcap"), func() error {
-		cmd := exec.Command(torus, "train", rec, "--set", "parallel.workers=2", "--out", filepath.Join(dir, "tls"), "--progress", "none")
+	sealed := capture(t, ns, capturer, filepath.Join(dir, "tls.pcap"), func() error {
+		cmd := exec.Command("ip", "netns", "exec", ns, torus, "train", rec, "--set", "parallel.workers=2", "--out", filepath.Join(dir, "tls"), "--progress", "none")
 		cmd.Env = envWithout("TORUS_CLUSTER_KEY")
 		return cmd.Run()
 	})
@@ -199,12 +205,23 @@ func TestLoopbackStreamsEncrypted(t *testing.T) {
 			t.Errorf("the TLS run's capture holds %q, seen in the clear in the plaintext run", p)
 		}
 	}
-	t.Logf("%d patterns of the plaintext run's %d bytes; none in the TLS run's %d bytes", len(patterns), len(plain), len(sealed))
+	// That nothing is seen means something only if the capture saw the TLS
+	// run's streams: its TLS records (application data) must carry at least
+	// the tensor bytes the plaintext run's streams did.
+	records, recordBytes := tlsRecords(sealed)
+	tensorBytes := ringBytes(plain)
+	if recordBytes < tensorBytes {
+		t.Errorf("the TLS run's capture (%d bytes) holds %d TLS records of %d bytes, less than the %d bytes of ring messages in the plaintext run's: the capture does not see the TLS streams",
+			len(sealed), records, recordBytes, tensorBytes)
+	}
+	t.Logf("%d patterns of the plaintext run's %d bytes (%d of ring message data); none in the TLS run's %d bytes (%d TLS records, %d bytes)",
+		len(patterns), len(plain), tensorBytes, len(sealed), records, recordBytes)
 }
 
-// capture runs run while capturing TCP on lo into file, and returns what
-// was captured (pcap: the packets' bytes, headers between them).
-func capture(t *testing.T, tool, file string, run func() error) []byte {
+// capture runs run while capturing TCP on the loopback of the network
+// namespace ns into file, and returns what was captured (pcap: the packets'
+// bytes, headers between them).
+func capture(t *testing.T, ns, tool, file string, run func() error) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -213,7 +230,7 @@ func capture(t *testing.T, tool, file string, run func() error) []byte {
 	if filepath.Base(tool) == "tshark" {
 		args, ready = []string{"-i", "lo", "-w", file, "-f", "tcp"}, "Capturing on"
 	}
-	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, tool}, args...)...) // ip execs the tool: signals reach it
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -276,6 +293,38 @@ func clearPatterns(capture []byte) [][]byte {
 		}
 	}
 	return out
+}
+
+// ringBytes is the data of the ring's messages in a capture of plaintext
+// streams: after each tag, the chunk frame's u32 dataLen (see clearPatterns).
+func ringBytes(capture []byte) int64 {
+	var n int64
+	for _, loc := range ringTag.FindAllIndex(capture, -1) {
+		if loc[1]+4 <= len(capture) {
+			if l := binary.LittleEndian.Uint32(capture[loc[1] : loc[1]+4]); l <= 16<<20 {
+				n += int64(l)
+			}
+		}
+	}
+	return n
+}
+
+// tlsRecords counts the TLS 1.3 application data records in a capture (type
+// 23, legacy version 3.3, a length of at most 2^14+256) and adds up their
+// lengths. Where a record's header falls across two packets, or a record is
+// split across several, the pcap headers between them hide the header from
+// this count, so it is a lower bound.
+func tlsRecords(capture []byte) (records int, bytes int64) {
+	for i := 0; i+5 <= len(capture); i++ {
+		if capture[i] != 23 || capture[i+1] != 3 || capture[i+2] != 3 {
+			continue
+		}
+		if l := int(binary.BigEndian.Uint16(capture[i+3 : i+5])); l > 0 && l <= 1<<14+256 {
+			records++
+			bytes += int64(l)
+		}
+	}
+	return records, bytes
 }
 
 // siteCerts writes a site's CA (ca.pem) and, signed by it, a certificate and
