@@ -67,6 +67,11 @@ func runMesh(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy
 
 // runBalanced is runMesh with rank r's ring attention balanced by bal(r).
 func runBalanced(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy string, dp int, bal func(rank int) *parallel.Balancer) []result {
+	return runDists(t, cfg, ts, strategy, dp, func(r int, d *trainer.Dist) { d.Balance = bal(r) })
+}
+
+// runDists is runMesh with each rank's Dist set up further by more.
+func runDists(t *testing.T, cfg trainer.Config, ts []parallel.Transport, strategy string, dp int, more func(rank int, d *trainer.Dist)) []result {
 	t.Helper()
 	n := max(len(ts), 1)
 	out := make([]result, n)
@@ -78,7 +83,8 @@ func runBalanced(t *testing.T, cfg trainer.Config, ts []parallel.Transport, stra
 			defer wg.Done()
 			var d *trainer.Dist
 			if ts != nil {
-				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: n, DP: dp, SP: n / dp}, Strategy: strategy, Balance: bal(r)}
+				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: n, DP: dp, SP: n / dp}, Strategy: strategy}
+				more(r, d)
 			}
 			tr, err := trainer.New(cfg, d)
 			if err != nil {

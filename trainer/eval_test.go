@@ -1,17 +1,13 @@
 package trainer_test
 
 import (
-	"context"
-	"fmt"
 	"maps"
 	"math"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/gomlx/compute/dtypes"
 
-	"github.com/torusml/torus/parallel"
 	"github.com/torusml/torus/trainer"
 )
 
@@ -55,48 +51,15 @@ type evalResult struct {
 	eval   map[int]float64
 }
 
+// evalRun trains cfg through Run (runZero) and keeps rank 0's losses and evaluations by step.
 func evalRun(t *testing.T, cfg trainer.Config, workers int, strategy string) evalResult {
 	t.Helper()
-	var ts []parallel.Transport
-	if workers > 1 {
-		ts = grpcTransports(t, workers)
-	}
-	out := make([]evalResult, workers)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for r := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var d *trainer.Dist
-			if ts != nil {
-				d = &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: workers, DP: 1, SP: workers}, Strategy: strategy}
-			}
-			tr, err := trainer.New(cfg, d)
-			if err != nil {
-				errs[r] = err
-				return
-			}
-			defer tr.Close()
-			out[r].eval = map[int]float64{}
-			for range cfg.Schedule.Steps {
-				st, err := tr.Step(context.Background())
-				if err != nil {
-					errs[r] = err
-					return
-				}
-				out[r].losses = append(out[r].losses, st.Loss)
-				if st.EvalLoss != nil {
-					out[r].eval[st.Step] = *st.EvalLoss
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for r, err := range errs {
-		if err != nil {
-			t.Fatalf("%d workers, rank %d: %v", workers, r, fmt.Errorf("%w", err))
+	z := runZero(t, cfg, workers, 1, strategy, trainer.RunDir(t.TempDir()), "")
+	out := evalResult{losses: z.losses, eval: map[int]float64{}}
+	for _, s := range z.stats {
+		if s.EvalLoss != nil {
+			out.eval[s.Step] = *s.EvalLoss
 		}
 	}
-	return out[0]
+	return out
 }

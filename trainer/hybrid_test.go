@@ -1,58 +1,21 @@
 package trainer_test
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/gomlx/compute/dtypes"
 
 	"github.com/torusml/torus/checkpoint"
-	"github.com/torusml/torus/host"
 	"github.com/torusml/torus/parallel"
 	"github.com/torusml/torus/trainer"
 )
 
 // runHybrid is runWorkers as ulysses x ring sequence parallelism (dp 1).
 func runHybrid(t *testing.T, cfg trainer.Config, ts []parallel.Transport, ulysses int) []result {
-	t.Helper()
-	n := len(ts)
-	out := make([]result, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for r := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d := &trainer.Dist{T: ts[r], Mesh: parallel.Mesh{World: n, DP: 1, SP: n}, Strategy: "ring", Ulysses: ulysses}
-			tr, err := trainer.New(cfg, d)
-			if err != nil {
-				errs[r] = err
-				return
-			}
-			defer tr.Close()
-			loss, _, err := tr.Gradients(context.Background())
-			if err != nil {
-				errs[r] = err
-				return
-			}
-			g := map[string][]float64{}
-			for name, x := range tr.Grads() {
-				g[name] = host.ToFloat64(x)
-			}
-			out[r] = result{loss, g}
-		}()
-	}
-	wg.Wait()
-	for r, err := range errs {
-		if err != nil {
-			t.Fatalf("rank %d: %v", r, err)
-		}
-	}
-	return out
+	return runDists(t, cfg, ts, "ring", 1, func(_ int, d *trainer.Dist) { d.Ulysses = ulysses })
 }
 
 // TestHybridParity: Ulysses inside groups of neighbouring ranks and a ring

@@ -22,11 +22,13 @@ import (
 type zeroRun struct {
 	losses []float64
 	params map[string][]float64
-	optim  int64 // rank 0's optimizer state bytes at the last step
+	optim  int64               // rank 0's optimizer state bytes at the last step
+	stats  []trainer.StepStats // rank 0's
 }
 
 // runZero trains cfg for its steps through Run on workers ranks (dp groups,
-// strategy), rank 0 into dir, resuming from resume when set.
+// strategy: ring, ulysses, or ulysses=U for U x ring), rank 0 into dir,
+// resuming from resume when set.
 func runZero(t *testing.T, cfg trainer.Config, workers, dp int, strategy string, dir trainer.RunDir, resume string) zeroRun {
 	t.Helper()
 	var ts []parallel.Transport
@@ -67,6 +69,7 @@ func runZero(t *testing.T, cfg trainer.Config, workers, dp int, strategy string,
 			errs[r] = tr.Run(context.Background(), mine, func(s trainer.StepStats) {
 				out[r].losses = append(out[r].losses, s.Loss)
 				out[r].optim = s.Memory.Optim
+				out[r].stats = append(out[r].stats, s)
 			})
 			out[r].params = map[string][]float64{}
 			for n, p := range tr.Params.T {
