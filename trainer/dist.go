@@ -18,13 +18,13 @@ import (
 type Dist struct {
 	T        parallel.Transport
 	Mesh     parallel.Mesh
-	Strategy string             // ring | ulysses
+	Strategy string // ring | ulysses
 	// Ulysses, between 1 and Mesh.SP (exclusive), is hybrid sequence
 	// parallelism: Ulysses inside groups of this many neighbouring ranks, a
 	// ring across the Mesh.SP/Ulysses groups (parallel.NewHybrid). 0 or 1, or
 	// Mesh.SP: the Strategy alone.
 	Ulysses int
-	Wait     parallel.WaitClock // time this worker's steps were blocked on communication
+	Wait    parallel.WaitClock // time this worker's steps were blocked on communication
 	// Balance, under ring attention, lets a slower rank hand query blocks to the
 	// next one (parallel.Balancer; the results are bitwise the same). Every rank
 	// must have one, or none.
