@@ -199,6 +199,32 @@ func predictedBytes(c model.Config, seqLen, sp, rank int, keepAttention bool, nP
 	return total
 }
 
+// runPinnedWorkers runs 2 worker-mode stepbench processes, rank r pinned to
+// core pin[r], each writing its JSON result to dir/rankR.json; env is added
+// to their environment.
+func runPinnedWorkers(self string, pin []string, workerProcs int, dir string, args, env []string) error {
+	err := launch.RunLocal(context.Background(), launch.LocalConfig{
+		Workers: 2,
+		Stderr:  os.Stderr,
+		Env:     env,
+		Command: func(rank int) (string, []string) {
+			// One core each (taskset), but two OS threads for Go: GoMLX's assembly
+			// kernels cannot be preempted by the Go scheduler, so with GOMAXPROCS=1
+			// the goroutines draining gRPC would wait for a whole kernel to end
+			// while the peer's sends stall; with two threads the kernel's time
+			// slicing lets them in.
+			a := append([]string{"-c", pin[rank], "env", "GOMAXPROCS=" + strconv.Itoa(workerProcs), self, "--mode", "worker",
+				"--rank", strconv.Itoa(rank), "--result", filepath.Join(dir, fmt.Sprintf("rank%d.json", rank))}, args...)
+			return "taskset", a
+		},
+		StartTimeout: 5 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("2 workers: %w", err)
+	}
+	return nil
+}
+
 // runParallel: the same sequence with 1 worker on both cores, then 2 workers
 // pinned to one core each, side by side in one run.
 func runParallel(workerProcs int, cores string, single bool, recompute, balance string, seqLen, steps, warmup, blockQ, blockK, layers int) error {
@@ -235,23 +261,8 @@ func runParallel(workerProcs int, cores string, single bool, recompute, balance 
 	}
 	defer os.RemoveAll(dir)
 	fmt.Fprintf(os.Stderr, "stepbench: 2 workers, one core each (taskset), seq_len %d\n", seqLen)
-	err = launch.RunLocal(context.Background(), launch.LocalConfig{
-		Workers: 2,
-		Stderr:  os.Stderr,
-		Command: func(rank int) (string, []string) {
-			// One core each (taskset), but two OS threads for Go: GoMLX's assembly
-			// kernels cannot be preempted by the Go scheduler, so with GOMAXPROCS=1
-			// the goroutines draining gRPC would wait for a whole kernel to end
-			// while the peer's sends stall; with two threads the kernel's time
-			// slicing lets them in.
-			a := append([]string{"-c", pin[rank], "env", "GOMAXPROCS=" + strconv.Itoa(workerProcs), self, "--mode", "worker",
-				"--rank", strconv.Itoa(rank), "--result", filepath.Join(dir, fmt.Sprintf("rank%d.json", rank))}, args...)
-			return "taskset", a
-		},
-		StartTimeout: 5 * time.Minute,
-	})
-	if err != nil {
-		return fmt.Errorf("2 workers: %w", err)
+	if err := runPinnedWorkers(self, pin, workerProcs, dir, args, nil); err != nil {
+		return err
 	}
 	cfg, cleanup, err := benchConfig(recompute, seqLen, steps, warmup, blockQ, blockK, layers)
 	if err != nil {

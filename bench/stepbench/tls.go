@@ -253,19 +253,8 @@ func runTLS(workerProcs int, cores, recompute, balance string, seqLen, rounds, w
 	load0 := loadAvg()
 	start := time.Now()
 	fmt.Fprintf(os.Stderr, "stepbench: 2 workers, one core each, seq_len %d: %d rounds of a plaintext and a TLS step (ABBA)\n", seqLen, rounds)
-	err = launch.RunLocal(context.Background(), launch.LocalConfig{
-		Workers: 2,
-		Stderr:  os.Stderr,
-		Env:     []string{launch.SecretEnv + "=" + secret}, // as torus train's workers get it
-		Command: func(rank int) (string, []string) {
-			a := append([]string{"-c", pin[rank], "env", "GOMAXPROCS=" + strconv.Itoa(workerProcs), self, "--mode", "worker",
-				"--rank", strconv.Itoa(rank), "--result", filepath.Join(dir, fmt.Sprintf("rank%d.json", rank))}, args...)
-			return "taskset", a
-		},
-		StartTimeout: 5 * time.Minute,
-	})
-	if err != nil {
-		return fmt.Errorf("2 workers: %w", err)
+	if err := runPinnedWorkers(self, pin, workerProcs, dir, args, []string{launch.SecretEnv + "=" + secret}); err != nil { // the secret as torus train's workers get it
+		return err
 	}
 	var ws [2]workerResult
 	for r := range ws {
