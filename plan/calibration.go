@@ -39,12 +39,15 @@ type Calibration struct {
 // Measured is the calibration Plan uses. The CPU values were fitted with
 // `bench/plan --fit` on the calibration runs of docs/plan.md, measured on the
 // project's 2-core machine; the GPU ones are assumptions, named as such (1 GiB
-// of context; MEMO reports 52% MFU for its 1M-token run).
+// of context; MEMO reports 52% MFU for its 1M-token run). The memory
+// constants were refitted after issue 18 (no dK/dV partial per query block,
+// the loss in chunks); the efficiencies were not, the step times of that
+// bench having been taken while other work loaded the machine (load 5-10).
 var Measured = Calibration{
 	NonHeapBytes:      30 << 20,
-	BaselineLiveBytes: 18 << 20,
-	TransientReach:    0.94,
-	PoolFalloff:       1.5,
+	BaselineLiveBytes: 32 << 20,
+	TransientReach:    0.95,
+	PoolFalloff:       0,
 	HighReach:         1.3,
 	Efficiency:        0.436,
 	AttnEfficiency:    0.672,

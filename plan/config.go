@@ -42,6 +42,10 @@ type Config struct {
 	Recompute              string // layer | except_attention
 	Offload                string // none | host | disk
 	AttnBlockQ, AttnBlockK int
+	// LossChunk is memory.loss_chunk: the head's loss and gradient are
+	// computed this many tokens at a time (trainer.Engine.LossChunk), so its
+	// logits are [min(LossChunk, tokens per worker), vocab]; 0: all at once.
+	LossChunk int
 
 	Device Device
 	// Concurrency is how many query blocks of attention run at once on a
@@ -72,8 +76,11 @@ type Config struct {
 	// them; a plan names each one it assumes.
 	ShardOptimizer  bool // ZeRO-2: gradients, master weights and moments split over the workers
 	OptimizerOnHost bool // ZeRO-Offload: master weights and moments in host memory, the update on the host
-	TileTokens      int  // MLP and loss computed in sequence tiles of this many tokens (0: the whole shard at once, as torus)
-	FlashAttnGrad   bool // dK, dV accumulated per key block (FlashAttention-2); torus keeps one partial per query block
+	// TileTokens > 0: the MLP computed in sequence tiles of this many tokens
+	// (ALST's TiledMLP); 0: over the whole shard at once, as torus does. (The
+	// loss is torus's own: LossChunk. dK, dV accumulated per key block,
+	// FlashAttention-2's backward, is torus's own too, since issue 18.)
+	TileTokens int
 }
 
 // Workers is the number of workers of the job.
@@ -82,7 +89,7 @@ func (c Config) Workers() int { return c.SP * c.DP }
 // Topology is the plan's layout, checked and built as a job's is (with sp
 // given: a plan has no default for it).
 func (c Config) Topology() parallel.Topology {
-	return parallel.Topology{Workers: c.Workers(), DP: c.DP, SP: c.SP, Strategy: c.Strategy, SeqLen: c.SeqLen, KVHeads: c.Model.KVHeads}
+	return parallel.Topology{Workers: c.Workers(), DP: c.DP, SP: c.SP, Strategy: c.Strategy, SeqLen: c.SeqLen, Heads: c.Model.Heads, KVHeads: c.Model.KVHeads}
 }
 
 // Validate names every setting the plan cannot work with.
@@ -148,6 +155,9 @@ func (c Config) Validate() error {
 	if c.TileTokens < 0 {
 		bad("tile tokens must be >= 0, got %d", c.TileTokens)
 	}
+	if c.LossChunk < 0 {
+		bad("loss_chunk must be >= 0, got %d", c.LossChunk)
+	}
 	return errors.Join(errs...)
 }
 
@@ -157,7 +167,7 @@ func (c Config) AsToday() Config {
 	if c.Precision == BF16Mixed {
 		c.Precision = FP32
 	}
-	c.ShardOptimizer, c.OptimizerOnHost, c.TileTokens, c.FlashAttnGrad = false, false, 0, false
+	c.ShardOptimizer, c.OptimizerOnHost, c.TileTokens = false, false, 0
 	return c
 }
 
@@ -182,10 +192,7 @@ func (c Config) Techniques() []string {
 		t = append(t, "optimizer state in host memory (ZeRO-Offload)")
 	}
 	if c.TileTokens > 0 {
-		t = append(t, fmt.Sprintf("MLP and loss in tiles of %d tokens", c.TileTokens))
-	}
-	if c.FlashAttnGrad {
-		t = append(t, "dK/dV accumulated per key block (FlashAttention-2)")
+		t = append(t, fmt.Sprintf("MLP in tiles of %d tokens", c.TileTokens))
 	}
 	return t
 }

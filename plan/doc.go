@@ -11,7 +11,7 @@
 //	r := plan.Plan(plan.Config{
 //		Model: model.Config{Vocab: 256, Dim: 256, Layers: 4, Heads: 8, KVHeads: 4, MLPDim: 688},
 //		Precision: plan.FP32, SeqLen: 16384, SP: 1, DP: 1, GradAccum: 1,
-//		Recompute: "layer", Offload: "none", AttnBlockQ: 512, AttnBlockK: 512,
+//		Recompute: "layer", Offload: "none", AttnBlockQ: 512, AttnBlockK: 512, LossChunk: 2048,
 //		Device: plan.CPU, Concurrency: 2, GCFactor: 2, MatmulGFLOPS: 170,
 //	})
 //	fmt.Println(r.Total, r.TransientPiece, r.StepSeconds)
@@ -23,6 +23,6 @@
 // not been checked against the CUDA backend on a GPU yet (the CPU plan has, by
 // bench/plan), so those plans say what the schedule needs from shapes, as torus
 // runs today (float32, replicated optimizer) and with the techniques published
-// long-sequence runs use (bf16 mixed precision, optimizer sharding, tiling),
+// long-sequence runs use (bf16 mixed precision, optimizer sharding, MLP tiling),
 // each named in the Config so a plan never claims a technique silently.
 package plan

@@ -59,7 +59,8 @@ type shape struct {
 	hA          float64 // query heads there
 	nq, bq, bk  float64 // query blocks, block lengths (clipped to the shard)
 	p           float64 // query blocks running at once
-	tile        float64 // tokens of an MLP or loss tile
+	tile        float64 // tokens of an MLP tile (the whole shard unless TileTokens)
+	chunk       float64 // tokens of a loss chunk: min(LossChunk, lw), lw when LossChunk is 0
 	ring, uly   bool    // sp > 1 with the ring, or Ulysses
 }
 
@@ -77,7 +78,9 @@ func geometry(c Config) shape {
 	s.la, s.lk, s.aqA, s.akvA, s.hA = s.lw, s.lw, s.aq, s.akv, s.h
 	if s.uly { // all-to-all: the whole sequence, a group of the heads
 		s.la, s.lk = float64(c.SeqLen), float64(c.SeqLen)
-		s.aqA, s.akvA, s.hA = s.aq/float64(sp), s.akv/float64(sp), s.h/float64(sp)
+		// With fewer key/value heads than ranks, each rank holds the one its
+		// query heads share (replicated on sp/kv_heads ranks).
+		s.aqA, s.akvA, s.hA = s.aq/float64(sp), math.Max(s.akv/float64(sp), s.dh), s.h/float64(sp)
 	}
 	s.bq, s.bk = math.Min(float64(max(c.AttnBlockQ, 1)), s.la), math.Min(float64(max(c.AttnBlockK, 1)), s.lk)
 	s.nq = math.Ceil(s.la / s.bq)
@@ -85,6 +88,10 @@ func geometry(c Config) shape {
 	s.tile = s.lw
 	if c.TileTokens > 0 {
 		s.tile = math.Min(float64(c.TileTokens), s.lw)
+	}
+	s.chunk = s.lw
+	if c.LossChunk > 0 {
+		s.chunk = math.Min(float64(c.LossChunk), s.lw)
 	}
 	return s
 }
@@ -116,21 +123,15 @@ func transients(c Config, s shape, fixed, falloff float64) []piece {
 
 	// Attention backward (model.BlockAttention.BeginBackward and Grad): copies
 	// of do and q per query block, dq, lse and delta slices, k and v cut into
-	// key blocks, one dK and one dV partial per query block (the whole key
-	// length each), the summed dk, dv, and the score-sized buffers of the
-	// block pairs running at once.
+	// key blocks, the summed dk, dv (each query block's share is added into the
+	// key block's rows as it is computed: no partial per query block, since
+	// issue 18), and for each block pair running at once its score-sized
+	// buffers and its products dq, dk, dv.
 	attn := post + 3*s.la*s.aqA + 2*s.la*s.hA + 4*s.lk*s.akvA
-	scratch := s.p * scoreBuffers * s.hA * s.bq * s.bk
-	partials := 2 * s.nq * s.lk * s.akvA
-	if c.FlashAttnGrad {
-		partials = 0
-		if c.Device == GPU {
-			scratch = 0 // in on-chip memory
-		}
-	}
-	attn += partials + scratch
+	scratch := s.p * (scoreBuffers*s.hA*s.bq*s.bk + s.bq*s.aqA + 2*s.bk*s.akvA)
+	attn += scratch
 	// Go-heap tensors the attention backward makes (see transients' doc).
-	allocated := partials + 3*s.la*s.aqA + 4*s.lk*s.akvA
+	allocated := 3*s.la*s.aqA + 4*s.lk*s.akvA
 	if s.ring { // the visiting k, v and the one in flight; dK, dV sums coming and going
 		attn += 6 * s.lw * s.akv
 		allocated += 6 * float64(max(c.SP, 1)-1) * s.lw * s.akv // received at every ring step
@@ -141,7 +142,12 @@ func transients(c Config, s shape, fixed, falloff float64) []piece {
 	}
 	mlpInside := mlpWideBufs*s.tile*s.f + mlpNarrowBufs*s.tile*s.d
 	mlp := post + mlpInside
-	head := headVocabBufs*s.tile*s.v + headDimBufs*s.lw*s.d + s.v*s.d
+	// The head (trainer.Engine.headBackward): with loss chunks, the final
+	// hidden states and the dh being laid out whole, and one chunk's VJP.
+	head := headVocabBufs*s.chunk*s.v + headDimBufs*s.chunk*s.d + s.v*s.d
+	if s.chunk < s.lw {
+		head += 2 * s.lw * s.d
+	}
 	if c.Device == CPU {
 		b := float64(c.ActivationBytes())
 		live := fixed + (ctx+attn)*b
@@ -152,14 +158,14 @@ func transients(c Config, s shape, fixed, falloff float64) []piece {
 	if s.nq == 1 {
 		blocks = "1 query block"
 	}
-	attnName := fmt.Sprintf("attention backward (%s of %d, dK/dV partials per block)", blocks, int(s.bq))
-	if c.FlashAttnGrad {
-		attnName = "attention backward"
+	headName := fmt.Sprintf("head: logits and their gradient ([%d, %d])", int(s.chunk), c.Model.Vocab)
+	if s.chunk < s.lw {
+		headName = fmt.Sprintf("head: logits and their gradient ([%d, %d], one of %d loss chunks)", int(s.chunk), c.Model.Vocab, int(math.Ceil(s.lw/s.chunk)))
 	}
 	return []piece{
-		{attnName, ctx + attn},
+		{fmt.Sprintf("attention backward (%s of %d)", blocks, int(s.bq)), ctx + attn},
 		{fmt.Sprintf("MLP backward ([%d, %d] intermediates)", int(s.tile), c.Model.MLPDim), ctx + mlp},
-		{fmt.Sprintf("head: logits and their gradient ([%d, %d])", int(s.tile), c.Model.Vocab), head},
+		{headName, head},
 	}
 }
 

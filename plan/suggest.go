@@ -31,9 +31,9 @@ const maxSPDoublings = 6
 // changes are the knobs, in the order they are tried: the cheapest first
 // (on the CPU a memory limit that stops the Go heap from growing to twice
 // what is live; offload costs disk or transfer bandwidth, not compute), then attention
-// blocks (free), then recompute (more compute), then techniques torus does not
-// have (GPU plans that already assume some), and more workers last (more
-// machines).
+// blocks and a smaller memory.loss_chunk (free, or nearly), then recompute
+// (more compute), then techniques torus does not have (GPU plans that already
+// assume some), and more workers last (more machines).
 func changes(c Config) []change {
 	cs := []change{
 		{"limit", true, func(c Config, mem int64) (Config, string, bool) {
@@ -58,6 +58,9 @@ func changes(c Config) []change {
 		{"blocks", true, func(c Config, mem int64) (Config, string, bool) {
 			return bestBlocks(c, mem)
 		}},
+		{"loss_chunk", true, func(c Config, mem int64) (Config, string, bool) {
+			return smallerLossChunk(c, mem)
+		}},
 		{"recompute", true, func(c Config, _ int64) (Config, string, bool) {
 			if c.Recompute != "except_attention" {
 				return c, "", false
@@ -68,19 +71,12 @@ func changes(c Config) []change {
 	}
 	if c.Device == GPU && len(c.Techniques()) > 0 { // as torus runs today, only what torus has
 		cs = append(cs,
-			change{"flash", false, func(c Config, _ int64) (Config, string, bool) {
-				if c.FlashAttnGrad {
-					return c, "", false
-				}
-				c.FlashAttnGrad = true
-				return c, "dK/dV accumulated per key block (not in torus)", true
-			}},
 			change{"tile", false, func(c Config, _ int64) (Config, string, bool) {
 				if c.TileTokens > 0 {
 					return c, "", false
 				}
 				c.TileTokens = 16384
-				return c, "MLP and loss in tiles of 16384 tokens (not in torus)", true
+				return c, "MLP in tiles of 16384 tokens (not in torus)", true
 			}},
 			change{"opthost", false, func(c Config, _ int64) (Config, string, bool) {
 				if c.OptimizerOnHost || c.Precision != BF16Mixed {
@@ -138,8 +134,8 @@ var blockSizes = []int{64, 128, 256, 512, 1024, 2048, 4096}
 
 // bestBlocks picks the attention blocks nearest the current ones (in
 // doublings) that fit; failing any, those with the least need. Smaller blocks
-// shrink the score buffers; in torus larger query blocks shrink the dK/dV
-// partials (one per query block, each as long as the keys).
+// shrink the score buffers of the block pairs running at once (the rest of
+// the attention backward is as long as the shard, whatever the blocks).
 func bestBlocks(c Config, mem int64) (Config, string, bool) {
 	best, bestDist, bestNeed, found := c, math.Inf(1), Plan(c).Need(), false
 	for _, bq := range blockSizes {
@@ -192,4 +188,41 @@ func moreWorkers(c Config, mem int64) (Config, string, bool) {
 		what = fmt.Sprintf("%d GPUs (sp %d)", tried.Workers(), tried.SP)
 	}
 	return tried, what, true
+}
+
+// lossChunks are the memory.loss_chunk values tried, largest first.
+var lossChunks = []int{2048, 1024, 512, 256}
+
+// smallerLossChunk picks the largest memory.loss_chunk below the one in use
+// (0: the whole shard) that fits; failing any, the one with the least need.
+// It applies only where the head's logits are the largest transient.
+func smallerLossChunk(c Config, mem int64) (Config, string, bool) {
+	r := Plan(c)
+	if !strings.HasPrefix(r.TransientPiece, "head") {
+		return c, "", false
+	}
+	cur := c.SeqLen / max(c.SP, 1)
+	if c.LossChunk > 0 {
+		cur = min(cur, c.LossChunk)
+	}
+	best, bestNeed := c, r.Need()
+	for _, n := range lossChunks {
+		if n >= cur {
+			continue
+		}
+		next := c
+		next.LossChunk = n
+		need := Plan(next).Need()
+		if need <= mem {
+			best, bestNeed = next, need
+			break
+		}
+		if need < bestNeed {
+			best, bestNeed = next, need
+		}
+	}
+	if best.LossChunk == c.LossChunk {
+		return c, "", false
+	}
+	return best, fmt.Sprintf("memory.loss_chunk: %d", best.LossChunk), true
 }

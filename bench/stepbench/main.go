@@ -320,6 +320,7 @@ func benchConfig(recompute string, seqLen, steps, warmup, blockQ, blockK, layers
 		AttnBlockQ:     blockQ,
 		AttnBlockK:     blockK,
 		KeepAttention:  recompute == "except_attention",
+		LossChunk:      2048, // the recipe's default memory.loss_chunk
 		AdamW:          optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1},
 		Schedule:       optim.Schedule{LR: 3e-4, Steps: steps + warmup, Decay: "cosine", MinLRRatio: 0.1},
 		MaxGradNorm:    1,

@@ -64,7 +64,7 @@ Exits 0 whether or not the recipe fits: the plan is advice.`,
 	fl.IntVar(&f.gpus, "gpus", 0, "gpu: number of GPUs, one worker each (default: the recipe's parallel.workers)")
 	fl.StringVar(&f.deviceMemory, "device-memory", "80GiB", "gpu: memory of one GPU, e.g. 80GiB or 80GB (default: GPU 0's free memory where NVML sees a GPU, else 80GiB)")
 	fl.BoolVar(&f.json, "json", false, "print the plans as JSON instead of tables")
-	fl.StringSliceVar(&f.assume, "assume", nil, "gpu: also plan with techniques torus does not have: flash-attn-grad, tile=TOKENS, optimizer-host (comma-separated)")
+	fl.StringSliceVar(&f.assume, "assume", nil, "gpu: also plan with techniques torus does not have: tile=TOKENS (the MLP in sequence tiles), optimizer-host (comma-separated)")
 	return cmd
 }
 
@@ -112,7 +112,7 @@ func planConfig(r recipe.Recipe) (plan.Config, error) {
 		Model: mc, Precision: prec,
 		SeqLen: r.Data.SeqLen, SP: mesh.SP, DP: mesh.DP, Strategy: p.Strategy, GradAccum: r.Schedule.GradAccum,
 		Recompute: r.Memory.Recompute, Offload: r.Memory.Offload,
-		AttnBlockQ: r.Memory.AttnBlockQ, AttnBlockK: r.Memory.AttnBlockK,
+		AttnBlockQ: r.Memory.AttnBlockQ, AttnBlockK: r.Memory.AttnBlockK, LossChunk: r.Memory.LossChunk,
 		MemoryLimit: int64(r.Memory.LimitMiB) << 20,
 	}, nil
 }
@@ -246,7 +246,7 @@ func planGPU(w io.Writer, path string, c plan.Config, f planFlags) error {
 		for _, a := range f.assume {
 			switch name, val, _ := strings.Cut(a, "="); name {
 			case "flash-attn-grad":
-				more.FlashAttnGrad = true
+				return fmt.Errorf("plan: --assume flash-attn-grad: torus itself now accumulates dK/dV per key block (issue 18), and every plan counts it: drop the flag")
 			case "optimizer-host":
 				more.OptimizerOnHost = true
 			case "tile":
@@ -256,7 +256,7 @@ func planGPU(w io.Writer, path string, c plan.Config, f planFlags) error {
 				}
 				more.TileTokens = n
 			default:
-				return fmt.Errorf("plan: --assume %q: want flash-attn-grad, tile=TOKENS or optimizer-host", a)
+				return fmt.Errorf("plan: --assume %q: want tile=TOKENS or optimizer-host", a)
 			}
 		}
 		ps = append(ps, newPlanned("assumed", more, mem, memFrom, rateFrom))
@@ -311,8 +311,12 @@ func printSetup(w io.Writer, c plan.Config) {
 	m := c.Model
 	fmt.Fprintf(w, "model: %d layers, dim %d, %d heads (%d kv) of %d, mlp %d, vocab %d: %s parameters\n",
 		m.Layers, m.Dim, m.Heads, m.KVHeads, m.HeadDimension(), m.MLPDim, m.Vocab, plan.Count(plan.NumParams(m)))
-	fmt.Fprintf(w, "step: seq_len %d, sp %d (%s), dp %d: %d tokens per worker, grad_accum %d; recompute %s, offload %s, attention blocks %d x %d\n",
-		c.SeqLen, c.SP, c.Strategy, c.DP, c.SeqLen/c.SP, c.GradAccum, c.Recompute, c.Offload, c.AttnBlockQ, c.AttnBlockK)
+	chunk := "off"
+	if c.LossChunk > 0 {
+		chunk = strconv.Itoa(c.LossChunk)
+	}
+	fmt.Fprintf(w, "step: seq_len %d, sp %d (%s), dp %d: %d tokens per worker, grad_accum %d; recompute %s, offload %s, attention blocks %d x %d, loss_chunk %s\n",
+		c.SeqLen, c.SP, c.Strategy, c.DP, c.SeqLen/c.SP, c.GradAccum, c.Recompute, c.Offload, c.AttnBlockQ, c.AttnBlockK, chunk)
 }
 
 func printReport(w io.Writer, title string, r plan.Report) {

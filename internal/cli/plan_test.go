@@ -18,7 +18,7 @@ func TestPlan(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{"weights", "optimizer state", "stored activations", "largest transient", "GC headroom", "total", "verdict: FITS", "step time"} {
+		for _, want := range []string{"weights", "optimizer state", "stored activations", "largest transient", "GC headroom", "total", "verdict: FITS", "step time", "loss_chunk 2048"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
@@ -54,11 +54,11 @@ func TestPlan(t *testing.T) {
 		}
 	})
 	t.Run("gpu", func(t *testing.T) {
-		code, out, stderr := run("plan", rec, "--device", "gpu", "--gpus", "2", "--device-memory", "80GB", "--assume", "flash-attn-grad,tile=8,optimizer-host")
+		code, out, stderr := run("plan", rec, "--device", "gpu", "--gpus", "2", "--device-memory", "80GB", "--assume", "tile=8,optimizer-host")
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{"as torus runs today", "bf16 mixed precision", "ZeRO-2", "ZeRO-Offload", "tiles of 8 tokens", "FITS"} {
+		for _, want := range []string{"as torus runs today", "bf16 mixed precision", "ZeRO-2", "ZeRO-Offload", "MLP in tiles of 8 tokens", "FITS"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
@@ -75,6 +75,7 @@ func TestPlan(t *testing.T) {
 		{"memory on the gpu", []string{"--device", "gpu", "--memory", "1GB"}, "--device-memory"},
 		{"bad device memory", []string{"--device", "gpu", "--device-memory", "-3GB"}, "--device-memory"},
 		{"bad assume", []string{"--device", "gpu", "--assume", "magic"}, "--assume"},
+		{"flash-attn-grad is torus's own now", []string{"--device", "gpu", "--assume", "flash-attn-grad"}, "torus itself now accumulates dK/dV per key block"},
 		{"bad set", []string{"--set", "memory.offload=tape"}, "memory.offload"},
 		{"gpus not dividing dp", []string{"--device", "gpu", "--gpus", "3", "--set", "parallel.workers=2", "--set", "parallel.dp=2"}, "parallel.dp"},
 	} {
